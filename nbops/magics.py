@@ -26,6 +26,11 @@ def _friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(self: NbopsMagics, *args: Any, **kwargs: Any) -> Any:
+        if args and isinstance(args[0], str):
+            try:  # the argument parsers split with shlex, which raises ValueError on an open quote
+                shlex.split(args[0])
+            except ValueError as exc:
+                raise UsageError(f"cannot read the magic's line: {exc} — close the quote or escape it") from None
         try:
             return fn(self, *args, **kwargs)
         except NbopsError as err:
