@@ -30,13 +30,16 @@ class Port:
         proto = "tcp"
         if "/" in text:
             text, proto = text.split("/", 1)
-        try:
-            if ":" in text:
-                pub, tgt = text.split(":", 1)
-                return cls(target=int(tgt), published=int(pub), protocol=proto)
-            return cls(target=int(text), protocol=proto)
-        except ValueError:
-            raise ConfigError(f"bad port {spec!r}", hint="use TARGET or PUBLISHED:TARGET[/udp], e.g. 8080 or 80:8080") from None
+        bad = ConfigError(f"bad port {spec!r}", hint="use TARGET or PUBLISHED:TARGET[/udp], e.g. 8080 or 80:8080, "
+                          "ports 1-65535, protocol tcp, udp or sctp")
+        pub, _, tgt = text.rpartition(":") if ":" in text else (None, "", text)
+        numbers = [tgt] + ([pub] if pub is not None else [])
+        # int() alone would accept "8_0", " 80", "-1" and non-ASCII digits
+        if proto not in ("tcp", "udp", "sctp") or not all(n.isascii() and n.isdigit() for n in numbers):
+            raise bad
+        if not all(1 <= int(n) <= 65535 for n in numbers):
+            raise bad
+        return cls(target=int(tgt), published=int(pub) if pub is not None else None, protocol=proto)
 
 
 @dataclass
