@@ -8,6 +8,7 @@ is fetched over the registry HTTP API v2 and compared with the digest the engine
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -93,8 +94,24 @@ def default_registry(registry: str | None = None) -> str:
     return reg
 
 
+# the reference grammar of distribution/reference (docker's own parser), without IPv6 hosts
+_DOMAIN = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+_REFERENCE = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+                        r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$", re.ASCII)
+
+
 def target_ref(image: str, to: str | None, registry: str | None) -> str:
     """Where ``image`` goes: ``to`` if given, else ``<registry>/<repo>:<tag>``."""
+    ref = _target_ref(image, to, registry)
+    if not _REFERENCE.match(ref) or len(ref.split("@")[0].rsplit(":", 1)[0]) > 255:
+        raise ConfigError(f"{ref!r} is not a valid image reference (from image {image!r}"
+                          + (f" and --to {to!r})" if to else ")"),
+                          hint="use lowercase REPO[:TAG] or REGISTRY[:PORT]/REPO[:TAG], e.g. 10.1.2.1:5000/web:1")
+    return ref
+
+
+def _target_ref(image: str, to: str | None, registry: str | None) -> str:
     if to:
         return to if _has_tag(to) or "@" in to else f"{to}:{_tag_of(image)}"
     repo = image
