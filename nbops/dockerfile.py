@@ -39,6 +39,11 @@ class DockerfileCell:
     context: str | None = None
     files: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a UTF-8 byte order mark (editors on Windows) is accepted by BuildKit; the parser would
+        # otherwise read the first instruction as "\ufeffFROM"
+        self.text = self.text.removeprefix("\ufeff")
+
     def parser(self):
         from dockerfile_parse import DockerfileParser
 
