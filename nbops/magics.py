@@ -40,6 +40,14 @@ def _friendly(fn):
     return wrapper
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()`` that says False for names the OS refuses (too long, a NUL byte)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     out = {}
     for item in items or []:
@@ -127,7 +135,7 @@ class NbopsMagics(Magics):
         cell = self.cells.get(args.name)
         if cell is not None:
             source, context, files = cell.text, cell.context, cell.files
-        elif Path(args.name, "Dockerfile").is_file():
+        elif _is_file(Path(args.name, "Dockerfile")):
             source, context, files = Path(args.name, "Dockerfile").read_text(), args.name, {}
         else:
             known = ", ".join(sorted(self.cells)) or "none yet"
