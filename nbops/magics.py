@@ -16,6 +16,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.utils.process import arg_split
 from traitlets import Enum, Float, Unicode
 
 from .errors import NbopsError
@@ -28,7 +29,8 @@ def _friendly(fn):
     def wrapper(self: NbopsMagics, *args: Any, **kwargs: Any) -> Any:
         if args and isinstance(args[0], str):
             try:  # the argument parsers split with shlex, which raises ValueError on an open quote
-                shlex.split(args[0])
+                shlex.split(args[0])  # %nbops
+                arg_split(args[0], strict=True)  # magic_arguments (non-POSIX quoting)
             except ValueError as exc:
                 raise UsageError(f"cannot read the magic's line: {exc} — close the quote or escape it") from None
         try:
