@@ -115,6 +115,8 @@ def build(
     the secret is mounted during ``RUN --mount=type=secret,id=…`` and never stored in the image).
     """
     engine = engine or Engine.connect()
+    # the docker CLI waits forever on a hung engine: make sure it answers within engine.timeout first
+    engine.call("reach the engine before the build", engine.api.ping)
     if builder not in ("auto", "buildkit", "legacy"):
         raise ConfigError(f"unknown builder {builder!r}", hint="use auto, buildkit or legacy")
     cli = engine.cli()
