@@ -221,13 +221,25 @@ def registry_url(registry: str, engine: Engine | None = None) -> str:
     insecure = host.startswith(("127.", "localhost", "[::1]"))
     if engine is not None and not insecure:
         try:
-            cfg = engine.info.get("RegistryConfig", {}).get("IndexConfigs", {}).get(host, {})
-            insecure = cfg.get("Secure") is False
+            reg_cfg = engine.info.get("RegistryConfig", {})
+            cfg = reg_cfg.get("IndexConfigs", {}).get(host, {})
+            insecure = cfg.get("Secure") is False or _in_cidrs(host, reg_cfg.get("InsecureRegistryCIDRs") or [])
         except Exception:
             insecure = False
         if host == lab_registry():
             insecure = True
     return f"{'http' if insecure else 'https'}://{host}"
+
+
+def _in_cidrs(host: str, cidrs: list[str]) -> bool:
+    """Whether ``host[:port]`` is an IP inside one of the engine's insecure-registry CIDRs (the lab's subnet)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+        return any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs)
+    except ValueError:
+        return False
 
 
 def manifest_digest(ref: str, *, engine: Engine | None = None, auth: dict[str, str] | None = None,
