@@ -76,7 +76,9 @@ def table(totals: dict[str, dict[str, float]]) -> str:
     if load:
         lines.append(f"load: {load.get('ok', 0):.0f} ok, {load.get('failed_clearly', 0):.0f} failed clearly, "
                      f"{load.get('hung', 0):.0f} hung; slowest call {load.get('max_slowest_s', 0):.1f} s; "
-                     f"builds {load.get('builds_per_min', 0):.1f}/min, containers {load.get('containers_per_min', 0):.1f}/min")
+                     f"builds {load.get('builds_per_min', 0):.1f}/min (×{load.get('max_speedup', 0):.2f} vs the same builds one "
+                     f"after the other), containers {load.get('max_containers', 0):.0f} running, "
+                     f"{load.get('containers_per_min', 0):.1f}/min")
     return "\n".join(lines)
 
 
