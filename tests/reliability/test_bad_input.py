@@ -178,3 +178,13 @@ def test_ports_fuzzed(figures):
 
     run()
     figures.add("bad_input", **counter)
+
+
+@pytest.mark.timeout(30)
+def test_a_long_bad_reference_is_refused_quickly():
+    """Found by the fuzzer: an ambiguous separator made the reference check backtrack exponentially."""
+    from nbops.distribute import target_ref
+
+    for bad in ("a" * 60 + "!", "a" * 5000 + "A", ("ab" * 40) + ":"):
+        with pytest.raises(NbopsError):
+            target_ref(bad, None, "10.1.2.1:5000")
