@@ -61,7 +61,7 @@ def summarize(path: Path = REPORT) -> dict[str, dict[str, float]]:
 TABLE_ROWS = [
     ("faults", "faults injected / survived", "injected", "survived"),
     ("bad_input", "bad inputs tried / handled", "tried", "handled"),
-    ("secrets", "secret forms scanned (files) / leaked", "files", "leaked"),
+    ("secrets", "files scanned for the secrets / hits (leaks)", "files", "leaked"),
     ("durability", "rows written / lost", "written", "lost"),
     ("load", "load calls / held (completed or failed clearly)", "calls", "held"),
 ]
