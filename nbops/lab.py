@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -253,22 +254,77 @@ class Lab:
             node1 = state.nodes[0]
             client = docker.DockerClient(base_url=node1.socket, version="auto", timeout=60)
             try:
-                image, _ = client.images.build(path=str(ctx), tag=BUSYBOX_IMAGE, forcerm=True)
-                remote = f"{state.registry}/{BUSYBOX_IMAGE}"
-                image.tag(remote)
-                for chunk in client.api.push(remote, stream=True, decode=True):
-                    if "error" in chunk:
-                        raise LabError(f"pushing the base image failed: {chunk['error']}")
-                for node in state.nodes[1:]:
-                    other = docker.DockerClient(base_url=node.socket, version="auto", timeout=60)
-                    try:
-                        other.images.pull(remote).tag(BUSYBOX_IMAGE)
-                    finally:
-                        other.close()
+                client.images.build(path=str(ctx), tag=BUSYBOX_IMAGE, forcerm=True)
+                _distribute(client, state, BUSYBOX_IMAGE)
             finally:
                 client.close()
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
+
+    # -- richer bases --------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        """Where built bases are kept across ``down``/``up`` (beside the lab dir, which ``down`` removes)."""
+        return self.dir.parent / f"{self.dir.name}-cache"
+
+    def debian_base(self, suite: str = "bookworm", *, mirror: str = "http://deb.debian.org/debian",
+                    timeout: float = 1200.0, progress: Any = None) -> BaseImage:
+        """``nbops/debian:<suite>`` on every node: a Debian minbase made once with debootstrap (from
+        Debian's package mirror), cached as a tar under :attr:`cache_dir`, then ``docker import``-ed
+        on node 1, pushed to the lab registry and pulled by the other nodes."""
+        import docker
+
+        say = progress or (lambda msg: None)
+        t0 = time.monotonic()
+        st = self._require()
+        if not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", suite):
+            raise LabError(f"not a Debian suite name: {suite!r}", hint="e.g. bookworm or trixie")
+        tar = self.cache_dir / f"debian-{suite}-minbase.tar"
+        built = not tar.exists()
+        if built:
+            self._debootstrap(suite, mirror, tar, timeout=timeout, say=say)
+        tag = f"nbops/debian:{suite}"
+        client = docker.DockerClient(base_url=st.nodes[0].socket, version="1.41", timeout=300)
+        try:
+            with open(tar, "rb") as fh:  # a file object: a missing path would be taken for a URL
+                client.api.import_image(src=fh, repository="nbops/debian", tag=suite,
+                                        changes=['CMD ["/bin/bash"]', "LABEL org.nbops.lab=1"])
+            say(f"imported {tag} on {st.nodes[0].name}")
+            _distribute(client, st, tag)
+            size = client.images.get(tag).attrs["Size"]
+        except docker.errors.DockerException as exc:
+            raise LabError(f"could not import or distribute {tag}: {exc}",
+                           hint=f"is the lab up? `nbops lab status`; remove {tar} to rebuild it") from exc
+        finally:
+            client.close()
+        say(f"{tag} on every node")
+        return BaseImage(tag, str(tar), built, round(size / 1e6, 1), time.monotonic() - t0)
+
+    def _debootstrap(self, suite: str, mirror: str, tar: Path, *, timeout: float, say: Any) -> None:
+        if not shutil.which("debootstrap"):
+            raise LabError("debootstrap is not installed", hint="apt-get install -y debootstrap")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        rootfs = Path(tempfile.mkdtemp(prefix=f"debian-{suite}-", dir=self.cache_dir))
+        log = self.cache_dir / f"debootstrap-{suite}.log"
+        try:
+            say(f"debootstrap --variant=minbase {suite} (once; cached in {tar})")
+            with open(log, "wb") as fh:
+                try:
+                    res = subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
+                                         stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
+                except subprocess.TimeoutExpired as exc:
+                    raise LabError(f"debootstrap {suite} took longer than {timeout:.0f} s",
+                                   hint=f"see {log}") from exc
+            if res.returncode != 0:
+                raise LabError(f"debootstrap {suite} failed: {_tail(log)}", hint=f"see {log}")
+            partial = tar.with_suffix(".partial")
+            _sh(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."])
+            partial.replace(tar)
+        finally:
+            # debootstrap may leave /proc, /sys mounted inside the rootfs on failure
+            for mnt in sorted(_mounts_under(rootfs), key=len, reverse=True):
+                subprocess.run(["umount", "-l", mnt], capture_output=True)
+            shutil.rmtree(rootfs, ignore_errors=True)
 
     def _swarm(self, state: LabState) -> None:
         import docker
@@ -535,6 +591,31 @@ class Lab:
 
 
 @dataclass
+class BaseImage:
+    """A base image made available on every node of the lab."""
+
+    image: str
+    cache: str
+    built: bool
+    size_mb: float
+    seconds: float
+
+    def __repr__(self) -> str:
+        how = "built and cached" if self.built else "from the cache"
+        return f"{self.image} ({self.size_mb} MB) on every node, {how} ({self.seconds:.1f} s)"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p>{html.escape(repr(self))}</p>"
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([asdict(self)])
+
+
+@dataclass
 class FaultResult:
     """What a lab fault did, to whom, and how long it took."""
 
@@ -639,6 +720,23 @@ def _alive(pid: int | None) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _distribute(client: Any, state: LabState, tag: str) -> None:
+    """Push ``tag`` (present on ``client``'s engine) to the lab registry; pull it on the other nodes."""
+    import docker
+
+    remote = f"{state.registry}/{tag}"
+    client.images.get(tag).tag(remote)
+    for chunk in client.api.push(remote, stream=True, decode=True):
+        if "error" in chunk:
+            raise LabError(f"pushing {tag} to the lab registry failed: {chunk['error']}")
+    for node in state.nodes[1:]:
+        other = docker.DockerClient(base_url=node.socket, version="auto", timeout=300)
+        try:
+            other.images.pull(remote).tag(tag)
+        finally:
+            other.close()
 
 
 def _reap(pid: int) -> None:

@@ -210,6 +210,36 @@ def test_restart_manager_keeps_the_swarm(lab3, manager, spread_service):
         client.close()
 
 
+# -- a cached base reaches every node ------------------------------------------------------------------
+def test_cached_base_image_reaches_every_node(lab3, monkeypatch):
+    """The import/cache/distribute half of the Debian base, offline: the cache is seeded with a tiny
+    rootfs, so debootstrap (which needs Debian's mirror) must not run at all."""
+    import docker
+
+    rootfs = lab3.cache_dir / "seed"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "etc").mkdir()
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", rootfs / "bin" / "busybox")
+    for tool in ("sh", "cat", "bash"):
+        (rootfs / "bin" / tool).symlink_to("busybox")
+    (rootfs / "etc" / "os-release").write_text("ID=nbseed\n")
+    tar = lab3.cache_dir / "debian-nbseed-minbase.tar"
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+    monkeypatch.setattr("nbops.lab.Lab._debootstrap", lambda *a, **k: pytest.fail("debootstrap ran"))
+    result = lab3.debian_base("nbseed")
+    assert result.image == "nbops/debian:nbseed" and not result.built and result.size_mb > 0.5
+    assert "from the cache" in repr(result)
+    for node in lab3.state().nodes:
+        client = docker.DockerClient(base_url=node.socket, version="1.41", timeout=30)
+        try:
+            out = client.containers.run("nbops/debian:nbseed", ["cat", "/etc/os-release"], remove=True)
+        finally:
+            client.close()
+        assert out.decode().strip() == "ID=nbseed", node.name
+    with pytest.raises(LabError):
+        lab3.debian_base("Not a suite!")
+
+
 # -- a killed run, then down -------------------------------------------------------------------------
 def test_killed_run_is_cleaned_by_the_next_up(lab3):
     st = lab3.state()
