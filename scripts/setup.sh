@@ -12,9 +12,11 @@ declare -A PKG=(
 missing=()
 for cmd in "${!PKG[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}"); done
 # the lab's base image is FROM scratch + busybox: it must be the static build
-if ! { command -v busybox >/dev/null 2>&1 && ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic|statically'; }; then
-  missing+=(busybox-static)
-fi
+bb_linkage=$(ldd "$(command -v busybox || echo /nonexistent)" 2>&1 || true)   # ldd exits 1 on static binaries
+case "$bb_linkage" in
+  *"not a dynamic"*|*statically*) ;;
+  *) missing+=(busybox-static) ;;
+esac
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
