@@ -31,9 +31,32 @@ def _lab_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "nodes, addresses, roles, engine versions, registry"),
                        ("down", "stop everything the lab started and remove it")):
         sub.add_parser(name, help=text)
+    fault = sub.add_parser("fault", help="a teaching fault: " + ", ".join(LAB_FAULTS))
+    fault.add_argument("kind", choices=LAB_FAULTS)
+    fault.add_argument("node", nargs="?", help="node1..nodeN (restart-manager takes none)")
+    base = sub.add_parser("base", help="a richer base image on every node, built once and cached")
+    base.add_argument("distro", choices=["debian"], help="debian: debootstrap --variant=minbase → docker import")
+    base.add_argument("--suite", default="bookworm", help="the Debian suite (default bookworm)")
     for action in sub.choices.values():
         action.add_argument("--home", help="lab directory (default $NBOPS_HOME/lab)")
     return p
+
+
+LAB_FAULTS = ("stop", "crash", "start", "drain", "activate", "disconnect", "reconnect", "restart-manager")
+
+
+def lab_fault(lab: Any, kind: str, node: str | None) -> Any:
+    """Run one teaching fault of the lab (``nbops lab fault KIND [NODE]``)."""
+    from .errors import ConfigError
+
+    if kind == "restart-manager":
+        return lab.restart_manager()
+    if not node:
+        raise ConfigError(f"`nbops lab fault {kind}` needs a node", hint=f"e.g. nbops lab fault {kind} node2")
+    actions = {"stop": lambda n: lab.stop_node(n), "crash": lambda n: lab.stop_node(n, crash=True),
+               "start": lab.start_node, "drain": lab.drain, "activate": lab.activate,
+               "disconnect": lab.disconnect, "reconnect": lab.reconnect}
+    return actions[kind](node)
 
 
 def lab_command(argv: list[str], *, echo: Callable[[str], Any] = print) -> Any:
@@ -43,13 +66,18 @@ def lab_command(argv: list[str], *, echo: Callable[[str], Any] = print) -> Any:
     try:
         args = _lab_parser().parse_args(argv)
     except _ParseError as exc:
-        raise ConfigError(str(exc), hint="nbops lab up [--nodes N] | status | down") from None
+        raise ConfigError(str(exc), hint="nbops lab up [--nodes N] | status | down | fault KIND [NODE]"
+                          " | base debian") from None
     lab = Lab(args.home) if args.home else Lab()
     if args.action == "up":
         swarm = not (args.no_swarm or args.live_restore)
         return lab.up(nodes=args.nodes, live_restore=args.live_restore, swarm=swarm, progress=echo)
     if args.action == "status":
         return lab.status()
+    if args.action == "fault":
+        return lab_fault(lab, args.kind, args.node)
+    if args.action == "base":
+        return lab.debian_base(args.suite, progress=echo)
     for line in lab.down():
         echo(line)
     left = {k: v for k, v in lab.leftovers().items() if v}

@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -177,6 +178,26 @@ def test_drain_moves_tasks_off_and_activate_brings_the_node_back(lab3, manager, 
              timeout=60, what="tasks moved off the drained node2")
     lab3.activate("node2")
     assert lab3.swarm_nodes()["node2"]["availability"] == "active"
+
+
+def test_faults_from_the_command_line(lab3):
+    def nbops(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nbops.cli", "lab", *args, "--home", str(lab3.dir)],
+                              capture_output=True, text=True, timeout=120)
+
+    res = nbops("fault", "drain", "node3")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("drain node3: availability drain")
+    assert lab3.swarm_nodes()["node3"]["availability"] == "drain"
+    res = nbops("fault", "activate", "3")
+    assert res.returncode == 0, res.stderr
+    assert lab3.swarm_nodes()["node3"]["availability"] == "active"
+    for bad, words in ((("fault", "stop"), "needs a node"), (("fault", "stop", "node9"), "no node 'node9'"),
+                       (("fault", "melt", "node1"), "invalid choice")):
+        res = nbops(*bad)
+        assert res.returncode == 1 and words in res.stderr, res
+        assert res.stderr.strip().count("\n") == 0, res.stderr
+    assert all_ready(lab3)
 
 
 def test_disconnected_node_is_lost_then_heals(lab3, manager, spread_service):
