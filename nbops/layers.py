@@ -1,0 +1,836 @@
+"""Layer analysis: what is in each layer, what is wasted and why, and how an image grew.
+
+    rep = layers.analyze("app:1.4")      # LayerReport
+    rep.to_frame()                       # per layer: instruction, size, files, bytes added, hidden later
+    rep.wasted()                         # per hidden file version: size, the layer that added it, the
+                                         #   layer that overwrote/deleted it, and how
+    rep.efficiency, rep.wasted_bytes     # dive's numbers, 1:1 (see :func:`dive_efficiency`)
+    rep.hidden_bytes                     # the bytes truly hidden in lower layers (see :func:`overlay`)
+
+Each layer is read as a stream of tar headers (never loaded into memory) from one of three sources,
+fastest first: the local engine's overlay2 layer directories (``dirs``), a registry's blobs by
+digest (``registry``), the ``docker save`` stream (``save``). Every source yields the same listing
+for the same layer, so the same report. Listings are cached in the history store keyed by the
+layer's diff_id (the sha256 of its uncompressed tar): a version that shares N-1 layers with a known
+one reads only its new layer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import stat
+import tarfile
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, NbopsError, NotFound, RegistryError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .engine import Engine
+    from .history import History
+
+SOURCES = ("auto", "dirs", "save", "registry")
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+META = ".wh..wh."  # overlay bookkeeping names (.wh..wh..opq, .wh..wh..plnk...): dive skips them
+HTTP_TIMEOUT = (5.0, 120.0)
+
+# Entry kinds in a layer listing
+DIR, FILE, SYMLINK, HARDLINK, WHITEOUT_K, OPAQUE_K, META_K, OTHER = "d", "f", "l", "h", "w", "o", "m", "x"
+
+
+class LayerError(NbopsError):
+    """A layer or an image could not be read or analysed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Listings: one per layer, (path, kind, size) per tar entry, in archive order
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Listing:
+    """The tar headers of one layer: ``(path, kind, size)`` per entry, paths as in the layer tar."""
+
+    diff_id: str
+    entries: list[tuple[str, str, int]]
+
+    @property
+    def size(self) -> int:
+        """dive's layer size: the sum of the entries' tar sizes (links, dirs, whiteouts count 0)."""
+        return sum(e[2] for e in self.entries)
+
+    @property
+    def files(self) -> int:
+        return sum(1 for e in self.entries if e[1] in (FILE, SYMLINK, HARDLINK, OTHER))
+
+    def pack(self) -> bytes:
+        return zlib.compress(json.dumps(self.entries, separators=(",", ":")).encode(), 1)
+
+    @classmethod
+    def unpack(cls, diff_id: str, blob: bytes) -> Listing:
+        return cls(diff_id, [tuple(e) for e in json.loads(zlib.decompress(blob))])  # type: ignore[misc]
+
+
+def _norm(name: str) -> str:
+    name = posixpath.normpath("/" + name).lstrip("/")
+    return name
+
+
+def _kind_of_name(path: str, default: str) -> str:
+    base = posixpath.basename(path)
+    if base == OPAQUE:
+        return OPAQUE_K
+    if base.startswith(META):
+        return META_K
+    if base.startswith(WHITEOUT):
+        return WHITEOUT_K
+    return default
+
+
+def scan_tar(fileobj: Any, diff_id: str = "") -> Listing:
+    """List a layer tar read from ``fileobj`` as a stream (gzip or plain), headers only."""
+    entries: list[tuple[str, str, int]] = []
+    with tarfile.open(fileobj=fileobj, mode="r|*", bufsize=1 << 20) as tar:
+        for m in tar:
+            path = _norm(m.name)
+            if not path:
+                continue
+            if m.isdir():
+                kind = DIR
+            elif m.isreg():
+                kind = FILE
+            elif m.issym():
+                kind = SYMLINK
+            elif m.islnk():
+                kind = HARDLINK
+            else:
+                kind = OTHER
+            entries.append((path, _kind_of_name(path, kind), int(m.size)))
+            tar.members.clear()  # stream mode keeps every header otherwise
+    return Listing(diff_id, entries)
+
+
+def _opaque_xattr(path: str) -> bool:
+    for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def scan_dir(root: str, diff_id: str = "") -> Listing:
+    """List an overlay2 layer directory as ``docker save`` would tar it.
+
+    Overlay marks a deleted path with a 0/0 character device and a directory that hides everything
+    below it with the ``trusted.overlay.opaque=y`` xattr; the engine's archiver turns these into
+    ``.wh.<name>`` and ``<dir>/.wh..wh..opq`` entries, and so does this scan. Names are walked in
+    byte order like Go's ``filepath.Walk``, so a hard link's first name carries the size as in the tar.
+    """
+    entries: list[tuple[str, str, int]] = []
+    seen_inodes: set[int] = set()
+
+    def walk(abs_dir: bytes, rel: str) -> None:
+        with os.scandir(abs_dir) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            name = os.fsdecode(item.name)
+            path = f"{rel}/{name}" if rel else name
+            st = item.stat(follow_symlinks=False)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                entries.append((path, DIR, 0))
+                if _opaque_xattr(item.path):
+                    entries.append((f"{path}/{OPAQUE}", OPAQUE_K, 0))
+                walk(item.path, path)
+            elif stat.S_ISCHR(mode) and st.st_rdev == 0:
+                parent = posixpath.dirname(path)
+                wh = f"{parent}/{WHITEOUT}{name}" if parent else f"{WHITEOUT}{name}"
+                entries.append((wh, WHITEOUT_K, 0))
+            elif stat.S_ISREG(mode):
+                if st.st_nlink > 1:
+                    if st.st_ino in seen_inodes:
+                        entries.append((path, HARDLINK, 0))
+                        continue
+                    seen_inodes.add(st.st_ino)
+                entries.append((path, _kind_of_name(path, FILE), st.st_size))
+            elif stat.S_ISLNK(mode):
+                entries.append((path, SYMLINK, 0))
+            else:
+                entries.append((path, OTHER, 0))
+
+    if not os.path.isdir(root):
+        raise LayerError(f"layer directory {root} is not readable", hint="use source='save' or 'registry'")
+    walk(os.fsencode(root), "")
+    return Listing(diff_id, entries)
+
+
+# ---------------------------------------------------------------------------------------------
+# dive's numbers, reproduced exactly
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DiveNumbers:
+    efficiency: float
+    wasted_bytes: int
+    user_size: int
+    wasted_user_percent: float
+    inefficiencies: list[tuple[str, int, int]]  # (path, count, cumulative size), dive's order
+
+
+def _sort_key_child_first(path: str) -> tuple[str, ...]:
+    return (*path.split("/"), "\U0010ffff")
+
+
+def dive_efficiency(listings: Sequence[Listing]) -> DiveNumbers:
+    """dive's efficiency score and wasted bytes (wagoodman/dive ``filetree/efficiency.go``).
+
+    Per layer, dive visits the *leaves* of the layer's own tree (entries with no child entry in that
+    layer; ``.wh..wh..*`` entries are dropped). A leaf's size is its tar size; a ``.wh.`` leaf counts
+    the whole subtree it deletes if that was a directory in the stack of the layers below, else 0.
+    For each path: ``cumulative`` = the sum of those sizes over all layers, ``min`` = the smallest.
+    ``efficiency = Σmin / Σcumulative`` (1.0 when empty); ``wasted bytes = Σcumulative`` over paths
+    seen in 2+ layers — so the copy that is kept counts too, a deleted file counts once, a deleted
+    directory counts 0 (its whiteout is a single leaf) and an opaque directory (``rm -rf d && mkdir
+    d``) counts nothing. ``wasted %`` divides by the size of all layers but the first.
+    Like dive, a layer's visit stops at a whiteout whose target is missing below.
+    """
+    cum: dict[str, int] = {}
+    mins: dict[str, int] = {}
+    count: dict[str, int] = {}
+    order: list[str] = []
+    # the stack of layers below, with dive's semantics: path -> (is_dir, size); children index
+    stack: dict[str, tuple[bool, int]] = {}
+    kids: dict[str, set[str]] = {}
+
+    def stack_remove(p: str) -> None:
+        for c in list(kids.pop(p, ())):
+            stack_remove(c)
+        if p in stack:
+            del stack[p]
+            parent = posixpath.dirname(p)
+            s = kids.get(parent)
+            if s is not None:
+                s.discard(p)
+
+    def stack_add(p: str, info: tuple[bool, int]) -> None:
+        if p not in stack:
+            parent = posixpath.dirname(p)
+            if parent and parent not in stack:
+                stack_add(parent, (False, 0))
+            kids.setdefault(parent, set()).add(p)
+        stack[p] = info
+
+    def subtree_size(p: str) -> int:
+        total = stack[p][1]
+        for c in kids.get(p, ()):
+            total += subtree_size(c)
+        return total
+
+    for listing in listings:
+        nodes: dict[str, tuple[bool, int]] = {}
+        parents: set[str] = set()
+        for path, kind, size in listing.entries:
+            if kind in (OPAQUE_K, META_K):
+                target = posixpath.dirname(path)  # dive still creates the parents
+                chain = target
+            else:
+                nodes[path] = (kind == DIR, size)
+                chain = posixpath.dirname(path)
+                if chain:
+                    parents.add(chain)
+            while chain:
+                nodes.setdefault(chain, (False, 0))
+                up = posixpath.dirname(chain)
+                if up:
+                    parents.add(up)
+                chain = up
+        ordered = sorted(nodes, key=_sort_key_child_first)
+        for path in ordered:
+            if path in parents:
+                continue
+            base = posixpath.basename(path)
+            if base.startswith(WHITEOUT):
+                target = posixpath.join(posixpath.dirname(path), base[len(WHITEOUT):])
+                below = stack.get(target)
+                if below is None:
+                    break  # dive: GetNode fails, the visit of this layer ends
+                size = subtree_size(target) if below[0] else 0
+            else:
+                target = path
+                size = nodes[path][1]
+            key = "/" + target
+            if key not in cum:
+                cum[key], mins[key], count[key] = 0, size, 0
+            cum[key] += size
+            mins[key] = min(mins[key], size)
+            count[key] += 1
+            if count[key] == 2:
+                order.append(key)
+        for path in ordered:  # dive's Stack(): child-first, whiteouts remove, others add
+            base = posixpath.basename(path)
+            if base.startswith(WHITEOUT):
+                stack_remove(posixpath.join(posixpath.dirname(path), base[len(WHITEOUT):]))
+            else:
+                stack_add(path, nodes[path])
+    discovered = sum(cum.values())
+    minimum = sum(mins.values())
+    score = 1.0 if discovered == 0 else minimum / discovered
+    ineff = sorted(((p, count[p], cum[p]) for p in order), key=lambda t: t[2])  # sort.Sort: not stable
+    wasted = sum(t[2] for t in ineff)
+    user = sum(lst.size for lst in listings[1:])
+    pct = wasted / user if user else 0.0
+    return DiveNumbers(score, wasted, user, pct, ineff)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is truly hidden: the overlay stacking, entry by entry
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Hidden:
+    path: str
+    size: int
+    kind: str
+    added_by: int
+    removed_by: int
+    how: str  # overwritten | deleted | deleted with its directory | under an opaque directory | replaced directory
+
+
+@dataclass
+class Stacking:
+    hidden: list[Hidden]
+    view: dict[str, tuple[int, int, str]]  # the final filesystem: path -> (layer, size, kind)
+    added: list[int]        # per layer: bytes of paths new to the image
+    replaced: list[int]     # per layer: bytes of paths that already existed below
+    hidden_later: list[int]  # per layer: bytes of this layer hidden by a later one
+    removes: list[int]      # per layer: bytes of lower layers this layer hides
+
+
+def overlay(listings: Sequence[Listing]) -> Stacking:
+    """Stack the layers as overlayfs does and record every file version a later layer hides.
+
+    Unlike dive's figure this counts exactly what a container can no longer see but still ships:
+    an overwritten file's old version (not the kept one), a deleted file, every file under a deleted
+    directory, and everything below an opaque directory (``.wh..wh..opq``, written by
+    ``rm -rf d && mkdir d``).
+    """
+    n = len(listings)
+    view: dict[str, tuple[int, int, str]] = {}
+    kids: dict[str, set[str]] = {}
+    hidden: list[Hidden] = []
+    added, replaced, hidden_later, removes = [0] * n, [0] * n, [0] * n, [0] * n
+
+    def hide(p: str, by: int, how: str, *, subtree_how: str) -> None:
+        for c in list(kids.pop(p, ())):
+            hide(c, by, subtree_how, subtree_how=subtree_how)
+        rec = view.pop(p, None)
+        if rec is None:
+            return
+        kids.get(posixpath.dirname(p), set()).discard(p)
+        layer, size, kind = rec
+        if kind != DIR:
+            hidden.append(Hidden(p, size, kind, layer, by, how))
+            hidden_later[layer] += size
+            removes[by] += size
+
+    for i, listing in enumerate(listings):
+        for path, kind, _ in listing.entries:
+            if kind == OPAQUE_K:
+                d = posixpath.dirname(path)
+                for c in list(kids.get(d, ())):
+                    hide(c, i, "under an opaque directory", subtree_how="under an opaque directory")
+        for path, kind, size in listing.entries:
+            if kind in (OPAQUE_K, META_K):
+                continue
+            if kind == WHITEOUT_K:
+                base = posixpath.basename(path)
+                target = posixpath.join(posixpath.dirname(path), base[len(WHITEOUT):])
+                rec = view.get(target)
+                if rec is not None:
+                    how = "deleted directory" if rec[2] == DIR else "deleted"
+                    hide(target, i, how, subtree_how="deleted with its directory")
+                continue
+            old = view.get(path)
+            if old is not None:
+                if old[2] == DIR and kind != DIR:
+                    hide(path, i, "replaced directory", subtree_how="replaced directory")
+                elif old[2] != DIR:
+                    hide(path, i, "overwritten", subtree_how="overwritten")
+                replaced[i] += size
+            else:
+                added[i] += size
+            view[path] = (i, size, kind)
+            kids.setdefault(posixpath.dirname(path), set()).add(path)
+    return Stacking(hidden, view, added, replaced, hidden_later, removes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LayerInfo:
+    index: int
+    diff_id: str
+    instruction: str
+    created_by: str
+    size: int
+    files: int
+    bytes_added: int
+    bytes_replaced: int
+    bytes_hidden_later: int
+    bytes_removed: int
+
+
+def short_instruction(created_by: str) -> str:
+    text = " ".join(created_by.split())
+    for prefix, repl in (("/bin/sh -c #(nop) ", ""), ("/bin/sh -c ", "RUN "), ("|", "RUN |")):
+        if text.startswith(prefix):
+            return repl + text[len(prefix):].strip()
+    return text
+
+
+def instructions_for(config: Mapping[str, Any], n_layers: int) -> list[tuple[str, str]]:
+    """(created_by, created) per non-empty history entry, padded with "(missing)" like dive."""
+    out = [(h.get("created_by", ""), h.get("created", "")) for h in config.get("history") or []
+           if not h.get("empty_layer")]
+    out = out[:n_layers]
+    out += [("(missing)", "")] * (n_layers - len(out))
+    return out
+
+
+@dataclass
+class LayerReport:
+    """The analysis of one image. ``to_frame()`` per layer; ``wasted()`` per hidden file version."""
+
+    image: str
+    image_id: str
+    source: str
+    layers: list[LayerInfo]
+    efficiency: float
+    wasted_bytes: int
+    wasted_percent: float
+    user_size: int
+    hidden_bytes: int
+    hidden: list[Hidden] = field(repr=False)
+    inefficient: list[tuple[str, int, int]] = field(repr=False)
+    view: dict[str, tuple[int, int, str]] = field(repr=False)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    seconds: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame([vars(layer) for layer in self.layers]).set_index("index")
+
+    def wasted(self, *, min_size: int = 1) -> pd.DataFrame:
+        """Every file version hidden by a later layer (largest first): the "why" of wasted bytes."""
+        import pandas as pd
+
+        cols = ["path", "size", "kind", "added_by", "added_by_instruction", "removed_by",
+                "removed_by_instruction", "how"]
+        rows = [(("/" + h.path), h.size, h.kind, h.added_by, self.layers[h.added_by].instruction, h.removed_by,
+                 self.layers[h.removed_by].instruction, h.how) for h in self.hidden if h.size >= min_size]
+        df = pd.DataFrame(rows, columns=cols)
+        return df.sort_values(["size", "path"], ascending=[False, True], ignore_index=True)
+
+    def inefficiencies(self) -> pd.DataFrame:
+        """dive's list: paths seen in several layers, with the count and the cumulative size."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.inefficient, columns=["path", "count", "size"])
+        return df.sort_values(["size", "path"], ascending=[False, True], ignore_index=True)
+
+    def summary(self) -> dict[str, Any]:
+        return {"image": self.image, "image_id": self.image_id, "layers": len(self.layers), "size": self.size,
+                "efficiency": self.efficiency, "wasted_bytes": self.wasted_bytes,
+                "wasted_percent": self.wasted_percent, "hidden_bytes": self.hidden_bytes}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything the analysis found, minus how it was obtained (source, timing, cache)."""
+        return {**self.summary(), "per_layer": [vars(x) for x in self.layers],
+                "hidden": sorted((h.path, h.size, h.added_by, h.removed_by, h.how) for h in self.hidden),
+                "inefficient": sorted(self.inefficient)}
+
+    def __repr__(self) -> str:
+        return (f"<LayerReport {self.image} {len(self.layers)} layers {_human(self.size)}; "
+                f"efficiency {self.efficiency:.2%}, wasted {_human(self.wasted_bytes)} (dive), "
+                f"hidden {_human(self.hidden_bytes)}; {self.source}, {self.cache_hits} cached, "
+                f"{self.cache_misses} read, {self.seconds:.2f}s>")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = (f"<p><b>{html.escape(self.image)}</b> — {len(self.layers)} layers, {_human(self.size)}; "
+                f"efficiency <b>{self.efficiency:.2%}</b>, wasted {_human(self.wasted_bytes)} "
+                f"({self.wasted_percent:.1%} of user layers, dive's definition); truly hidden "
+                f"{_human(self.hidden_bytes)}</p>")
+        return head + self.to_frame().to_html()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def build_report(image: str, image_id: str, source: str, listings: Sequence[Listing],
+                 config: Mapping[str, Any]) -> LayerReport:
+    """Compute the report from the ordered listings and the image config (pure, no I/O)."""
+    dive = dive_efficiency(listings)
+    st = overlay(listings)
+    hist = instructions_for(config, len(listings))
+    infos = [LayerInfo(i, lst.diff_id, short_instruction(hist[i][0]), hist[i][0], lst.size, lst.files,
+                       st.added[i], st.replaced[i], st.hidden_later[i], st.removes[i])
+             for i, lst in enumerate(listings)]
+    return LayerReport(image=image, image_id=image_id, source=source, layers=infos,
+                       efficiency=dive.efficiency, wasted_bytes=dive.wasted_bytes,
+                       wasted_percent=dive.wasted_user_percent, user_size=dive.user_size,
+                       hidden_bytes=sum(h.size for h in st.hidden), hidden=st.hidden,
+                       inefficient=dive.inefficiencies, view=st.view)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache (history store, keyed by diff_id)
+# ---------------------------------------------------------------------------------------------
+class LayerCache:
+    """Layer listings in the history store, keyed by diff_id (content-addressed)."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    def get(self, diff_ids: Iterable[str]) -> dict[str, Listing]:
+        ids = list(dict.fromkeys(diff_ids))
+        out: dict[str, Listing] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" for _ in chunk)
+            for diff_id, blob in self.history.execute(
+                    f"SELECT diff_id, listing FROM layer_cache WHERE diff_id IN ({marks})", chunk):
+                out[diff_id] = Listing.unpack(diff_id, blob)
+        return out
+
+    def put(self, listing: Listing, *, source: str, seconds: float) -> None:
+        with self.history.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO layer_cache (diff_id, size, files, entries, listing, source, scan_s, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (listing.diff_id, listing.size, listing.files, len(listing.entries), listing.pack(), source,
+                 seconds, time.time()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------
+class _IterReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (the engine's save stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it: Iterator[bytes] = iter(chunks)
+        self._buf = memoryview(b"")
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = memoryview(next(self._it))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        self.bytes_read += n
+        return n
+
+
+@dataclass
+class _Image:
+    ref: str
+    image_id: str
+    diff_ids: list[str]
+    config: dict[str, Any] | None
+
+
+def _inspect(engine: Engine, image: str) -> dict[str, Any]:
+    return engine.call(f"inspect image {image}", engine.api.inspect_image, image)
+
+
+def _read_config_file(engine: Engine, info: Mapping[str, Any]) -> dict[str, Any] | None:
+    driver = (info.get("GraphDriver") or {}).get("Name", "")
+    root = engine.info.get("DockerRootDir", "")
+    hexid = info["Id"].split(":", 1)[-1]
+    path = os.path.join(root, "image", driver, "imagedb", "content", "sha256", hexid)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def layer_dirs(info: Mapping[str, Any]) -> list[str] | None:
+    """The overlay2 diff directories of an image, bottom layer first, or None if not readable here."""
+    gd = info.get("GraphDriver") or {}
+    if gd.get("Name") != "overlay2":
+        return None
+    data = gd.get("Data") or {}
+    upper = data.get("UpperDir")
+    if not upper:
+        return None
+    lower = [d for d in (data.get("LowerDir") or "").split(":") if d]
+    dirs = [*reversed(lower), upper]
+    if len(dirs) != len((info.get("RootFS") or {}).get("Layers") or []):
+        return None
+    if not all(os.access(d, os.R_OK | os.X_OK) for d in dirs):
+        return None
+    return dirs
+
+
+def _config_from_history_api(engine: Engine, image: str, n_layers: int) -> dict[str, Any] | None:
+    """Rebuild the config's history from ``GET /images/{id}/history`` when it maps unambiguously."""
+    rows = engine.call(f"read the history of {image}", engine.api.history, image)
+    rows = list(reversed(rows))
+    if sum(1 for r in rows if r.get("Size", 0) > 0) != n_layers:
+        return None
+    return {"history": [{"created_by": r.get("CreatedBy", ""), "empty_layer": not r.get("Size")} for r in rows]}
+
+
+def _scan_save(engine: Engine, ref: str, want: set[str] | None) -> tuple[dict[str, Listing], dict[str, Any], int]:
+    """Stream ``docker save ref`` once; list every layer tar in it. Returns (listings, config, bytes)."""
+    chunks = engine.call(f"save {ref}", engine.api.get_image, ref, chunk_size=1 << 20)
+    raw = _IterReader(chunks)
+    by_name: dict[str, Listing] = {}
+    jsons: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(raw, 1 << 20), mode="r|", bufsize=1 << 20) as outer:
+            for m in outer:
+                if not m.isfile():
+                    continue
+                if m.name.endswith("layer.tar"):
+                    f = outer.extractfile(m)
+                    by_name[m.name] = scan_tar(f)
+                elif m.name.endswith(".json") and "/" not in m.name:
+                    f = outer.extractfile(m)
+                    jsons[m.name] = f.read() if f else b""
+                outer.members.clear()
+    except tarfile.TarError as exc:
+        raise LayerError(f"the save stream of {ref} is not a readable tar: {exc}",
+                         hint="is the engine's image store intact? try source='registry'") from exc
+    try:
+        manifest = json.loads(jsons["manifest.json"])[0]
+        config = json.loads(jsons[manifest["Config"]])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise LayerError(f"the save stream of {ref} has no manifest.json/config (format not supported)",
+                         hint="nbops reads the docker-archive format of engines up to 24.x") from exc
+    diff_ids = config["rootfs"]["diff_ids"]
+    listings: dict[str, Listing] = {}
+    for name, diff_id in zip(manifest["Layers"], diff_ids, strict=True):
+        lst = by_name[name]
+        lst.diff_id = diff_id
+        listings[diff_id] = lst
+    return listings, config, raw.bytes_read
+
+
+def parse_registry_ref(ref: str, registry: str | None = None) -> tuple[str, str, str]:
+    """(registry host:port, repository, tag or digest) from ``host:port/repo:tag`` or ``repo@sha256:..``."""
+    if registry is None:
+        first, _, rest = ref.partition("/")
+        if not rest or not ("." in first or ":" in first or first == "localhost"):
+            raise ConfigError(f"{ref!r} names no registry", hint="write HOST:PORT/REPO:TAG or pass registry=")
+        registry, ref = first, rest
+    if "@" in ref:
+        repo, reference = ref.split("@", 1)
+    else:
+        repo, _, reference = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    return registry, repo, reference
+
+
+_MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+
+
+class _Registry:
+    def __init__(self, host: str) -> None:
+        import requests
+
+        self.host = host
+        self.base = f"http://{host}/v2"
+        self.session = requests.Session()
+
+    def get(self, path: str, *, stream: bool = False, accept: str | None = None) -> Any:
+        import requests
+
+        url = f"{self.base}/{path}"
+        try:
+            r = self.session.get(url, stream=stream, timeout=HTTP_TIMEOUT,
+                                 headers={"Accept": accept} if accept else {})
+        except requests.RequestException as exc:
+            raise RegistryError(f"the registry at {self.host} is unreachable: {exc}",
+                                hint="is the lab up (`nbops lab status`)?", registry=self.host) from exc
+        if r.status_code == 404:
+            raise NotFound(f"{path} not found in the registry at {self.host}",
+                           hint="check the repository and tag (was it pushed?)", registry=self.host)
+        if r.status_code >= 400:
+            raise RegistryError(f"the registry at {self.host} answered {r.status_code} for {path}",
+                                registry=self.host, status=r.status_code)
+        return r
+
+    def manifest(self, repo: str, reference: str) -> dict[str, Any]:
+        for _ in range(3):  # an index points to a manifest: at most one hop, bounded anyway
+            m = self.get(f"{repo}/manifests/{reference}", accept=_MANIFEST_TYPES).json()
+            if "manifests" not in m:
+                return m
+            pick = next((x for x in m["manifests"] if (x.get("platform") or {}).get("architecture") == "amd64"),
+                        m["manifests"][0])
+            reference = pick["digest"]
+        raise RegistryError(f"{repo}@{reference}: nested image indexes are not supported", registry=self.host)
+
+
+# ---------------------------------------------------------------------------------------------
+# analyze
+# ---------------------------------------------------------------------------------------------
+def analyze(image: str, *, source: str = "auto", engine: Engine | None = None, registry: str | None = None,
+            history: History | None = None, cache: bool = True, record: bool = True) -> LayerReport:
+    """Analyse ``image`` (``repo:tag``, an id, or ``host:port/repo:tag`` with ``source='registry'``).
+
+    ``source``: ``dirs`` (overlay2 layer directories of a local engine), ``save`` (the engine's save
+    stream), ``registry`` (layer blobs by digest), or ``auto`` (dirs if readable, else save; registry
+    when the reference names one and the engine lacks it). Known layers come from the cache.
+    """
+    from . import history as history_mod
+
+    if source not in SOURCES:
+        raise ConfigError(f"unknown layer source {source!r}", hint=f"use one of {', '.join(SOURCES)}")
+    if not image or not isinstance(image, str):
+        raise ConfigError("no image given", hint="name an image as repo:tag, an id, or host:port/repo:tag")
+    t0 = time.perf_counter()
+    store = history if history is not None else history_mod.default()
+    lc = LayerCache(store) if cache else None
+    if source == "registry" or (source == "auto" and registry is not None):
+        rep = _analyze_registry(image, registry, lc)
+    else:
+        if engine is None:
+            from .engine import Engine as _Engine
+
+            engine = _Engine.connect()
+        try:
+            info = _inspect(engine, image)
+        except NotFound:
+            if source == "auto" and "/" in image:
+                rep = _analyze_registry(image, None, lc)
+                rep.seconds = time.perf_counter() - t0
+                _record(store, rep, record)
+                return rep
+            raise
+        rep = _analyze_engine(engine, image, info, source, lc)
+    rep.seconds = time.perf_counter() - t0
+    _record(store, rep, record)
+    return rep
+
+
+def _missing(lc: LayerCache | None, diff_ids: Sequence[str]) -> tuple[dict[str, Listing], list[str]]:
+    known = lc.get(diff_ids) if lc else {}
+    return known, [d for d in dict.fromkeys(diff_ids) if d not in known]
+
+
+def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source: str,
+                    lc: LayerCache | None) -> LayerReport:
+    image_id = info["Id"]
+    diff_ids = list((info.get("RootFS") or {}).get("Layers") or [])
+    ref = image_id  # never a bare repository: `docker save repo` exports every tag
+    known, missing = _missing(lc, diff_ids)
+    dirs = layer_dirs(info) if source in ("auto", "dirs") else None
+    if source == "dirs" and dirs is None:
+        raise LayerError(f"the layer directories of {image} are not readable here",
+                         hint="run as root on the engine's machine (overlay2), or use source='save'")
+    config = _read_config_file(engine, info) if dirs is not None else None
+    used = "dirs" if dirs is not None else "save"
+    fresh: dict[str, Listing] = {}
+    if dirs is not None:
+        for diff_id, d in zip(diff_ids, dirs, strict=True):
+            if diff_id in missing and diff_id not in fresh:
+                t = time.perf_counter()
+                fresh[diff_id] = scan_dir(d, diff_id)
+                if lc:
+                    lc.put(fresh[diff_id], source="dirs", seconds=time.perf_counter() - t)
+    if config is None and not missing:
+        config = _config_from_history_api(engine, image_id, len(diff_ids))
+    if dirs is None and (missing or config is None):
+        t = time.perf_counter()
+        got, config, _ = _scan_save(engine, ref, set(missing))
+        per = (time.perf_counter() - t) / max(1, len(got))
+        for diff_id in missing:
+            if diff_id not in got:
+                raise LayerError(f"layer {diff_id} is missing from the save stream of {ref}")
+            fresh[diff_id] = got[diff_id]
+            if lc:
+                lc.put(got[diff_id], source="save", seconds=per)
+    listings = [fresh.get(d) or known[d] for d in diff_ids]
+    rep = build_report(image, image_id, used, listings, config or {})
+    rep.cache_hits = len(diff_ids) - len(missing)
+    rep.cache_misses = len(missing)
+    return rep
+
+
+def _analyze_registry(image: str, registry: str | None, lc: LayerCache | None) -> LayerReport:
+    host, repo, reference = parse_registry_ref(image, registry)
+    reg = _Registry(host)
+    manifest = reg.manifest(repo, reference)
+    config_digest = manifest["config"]["digest"]
+    config = reg.get(f"{repo}/blobs/{config_digest}").json()
+    diff_ids = list(config["rootfs"]["diff_ids"])
+    blobs = [x["digest"] for x in manifest["layers"]]
+    if len(blobs) != len(diff_ids):
+        raise LayerError(f"{image}: the manifest lists {len(blobs)} layers, the config {len(diff_ids)}")
+    known, missing = _missing(lc, diff_ids)
+    fresh: dict[str, Listing] = {}
+    for diff_id, blob in zip(diff_ids, blobs, strict=True):
+        if diff_id in missing and diff_id not in fresh:
+            t = time.perf_counter()
+            r = reg.get(f"{repo}/blobs/{blob}", stream=True)
+            try:
+                fresh[diff_id] = scan_tar(r.raw, diff_id)
+            except tarfile.TarError as exc:
+                raise LayerError(f"blob {blob} of {image} is not a readable layer tar: {exc}") from exc
+            finally:
+                r.close()
+            if lc:
+                lc.put(fresh[diff_id], source="registry", seconds=time.perf_counter() - t)
+    listings = [fresh.get(d) or known[d] for d in diff_ids]
+    rep = build_report(image, config_digest, "registry", listings, config)
+    rep.cache_hits = len(diff_ids) - len(missing)
+    rep.cache_misses = len(missing)
+    return rep
+
+
+def _record(store: History, rep: LayerReport, record: bool) -> None:
+    if not record:
+        return
+    row = {"ts": time.time(), "image": rep.image, "image_id": rep.image_id, "source": rep.source,
+           "size": rep.size, "n_layers": len(rep.layers), "efficiency": rep.efficiency,
+           "wasted_bytes": rep.wasted_bytes, "wasted_percent": rep.wasted_percent,
+           "hidden_bytes": rep.hidden_bytes, "cache_hits": rep.cache_hits, "cache_misses": rep.cache_misses,
+           "duration_s": rep.seconds}
+    rows = [{"idx": x.index, "diff_id": x.diff_id, "instruction": x.instruction, "size": x.size,
+             "files": x.files, "bytes_added": x.bytes_added, "bytes_hidden_later": x.bytes_hidden_later,
+             "bytes_removed": x.bytes_removed} for x in rep.layers]
+    store.record("layer_analyses", row, children={"analysis_layers": rows}, parent_key="analysis_id")
