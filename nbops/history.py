@@ -85,7 +85,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE TABLE analysis_layers (
             analysis_id INTEGER NOT NULL REFERENCES layer_analyses(id) ON DELETE CASCADE,
-            idx INTEGER NOT NULL, diff_id TEXT NOT NULL, instruction TEXT, size INTEGER, files INTEGER,
+            idx INTEGER NOT NULL, diff_id TEXT NOT NULL, instruction TEXT, created_by TEXT,
+            size INTEGER, files INTEGER,
             bytes_added INTEGER, bytes_hidden_later INTEGER, bytes_removed INTEGER,
             PRIMARY KEY (analysis_id, idx)
         );

@@ -459,7 +459,8 @@ class LayerReport:
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything the analysis found, minus how it was obtained (source, timing, cache)."""
-        return {**self.summary(), "per_layer": [vars(x) for x in self.layers],
+        summary = {k: v for k, v in self.summary().items() if k != "image"}
+        return {**summary, "per_layer": [vars(x) for x in self.layers],
                 "hidden": sorted((h.path, h.size, h.added_by, h.removed_by, h.how) for h in self.hidden),
                 "inefficient": sorted(self.inefficient)}
 
@@ -601,13 +602,15 @@ def layer_dirs(info: Mapping[str, Any]) -> list[str] | None:
     return dirs
 
 
-def _config_from_history_api(engine: Engine, image: str, n_layers: int) -> dict[str, Any] | None:
-    """Rebuild the config's history from ``GET /images/{id}/history`` when it maps unambiguously."""
-    rows = engine.call(f"read the history of {image}", engine.api.history, image)
-    rows = list(reversed(rows))
-    if sum(1 for r in rows if r.get("Size", 0) > 0) != n_layers:
+def _recorded_config(store: History, image_id: str, n_layers: int) -> dict[str, Any] | None:
+    """The layers' history of an image analysed before (the engine API has no way to read the config
+    and ``GET /images/{id}/history`` cannot tell an empty layer from a layer that only deletes)."""
+    rows = store.execute(
+        "SELECT l.created_by FROM analysis_layers l WHERE l.analysis_id = (SELECT id FROM layer_analyses"
+        " WHERE image_id=? ORDER BY ts DESC LIMIT 1) ORDER BY l.idx", (image_id,))
+    if len(rows) != n_layers:
         return None
-    return {"history": [{"created_by": r.get("CreatedBy", ""), "empty_layer": not r.get("Size")} for r in rows]}
+    return {"history": [{"created_by": r[0] or ""} for r in rows]}
 
 
 def _scan_save(engine: Engine, ref: str, want: set[str] | None) -> tuple[dict[str, Listing], dict[str, Any], int]:
@@ -646,13 +649,17 @@ def _scan_save(engine: Engine, ref: str, want: set[str] | None) -> tuple[dict[st
     return listings, config, raw.bytes_read
 
 
+def _names_registry(ref: str) -> bool:
+    first, _, rest = ref.partition("/")
+    return bool(rest) and ("." in first or ":" in first or first == "localhost")
+
+
 def parse_registry_ref(ref: str, registry: str | None = None) -> tuple[str, str, str]:
     """(registry host:port, repository, tag or digest) from ``host:port/repo:tag`` or ``repo@sha256:..``."""
     if registry is None:
-        first, _, rest = ref.partition("/")
-        if not rest or not ("." in first or ":" in first or first == "localhost"):
+        if not _names_registry(ref):
             raise ConfigError(f"{ref!r} names no registry", hint="write HOST:PORT/REPO:TAG or pass registry=")
-        registry, ref = first, rest
+        registry, _, ref = ref.partition("/")
     if "@" in ref:
         repo, reference = ref.split("@", 1)
     else:
@@ -735,7 +742,7 @@ def analyze(image: str, *, source: str = "auto", engine: Engine | None = None, r
         try:
             info = _inspect(engine, image)
         except NotFound:
-            if source == "auto" and "/" in image:
+            if source == "auto" and _names_registry(image):
                 rep = _analyze_registry(image, None, lc)
                 rep.seconds = time.perf_counter() - t0
                 _record(store, rep, record)
@@ -772,8 +779,8 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
                 fresh[diff_id] = scan_dir(d, diff_id)
                 if lc:
                     lc.put(fresh[diff_id], source="dirs", seconds=time.perf_counter() - t)
-    if config is None and not missing:
-        config = _config_from_history_api(engine, image_id, len(diff_ids))
+    if config is None and not missing and lc is not None:
+        config = _recorded_config(lc.history, image_id, len(diff_ids))
     if dirs is None and (missing or config is None):
         t = time.perf_counter()
         got, config, _ = _scan_save(engine, ref, set(missing))
@@ -825,12 +832,15 @@ def _analyze_registry(image: str, registry: str | None, lc: LayerCache | None) -
 def _record(store: History, rep: LayerReport, record: bool) -> None:
     if not record:
         return
-    row = {"ts": time.time(), "image": rep.image, "image_id": rep.image_id, "source": rep.source,
+    from .history import current_run_id
+
+    row = {"ts": time.time(), "run_id": current_run_id(), "image": rep.image, "image_id": rep.image_id, "source": rep.source,
            "size": rep.size, "n_layers": len(rep.layers), "efficiency": rep.efficiency,
            "wasted_bytes": rep.wasted_bytes, "wasted_percent": rep.wasted_percent,
            "hidden_bytes": rep.hidden_bytes, "cache_hits": rep.cache_hits, "cache_misses": rep.cache_misses,
            "duration_s": rep.seconds}
-    rows = [{"idx": x.index, "diff_id": x.diff_id, "instruction": x.instruction, "size": x.size,
+    rows = [{"idx": x.index, "diff_id": x.diff_id, "instruction": x.instruction, "created_by": x.created_by,
+             "size": x.size,
              "files": x.files, "bytes_added": x.bytes_added, "bytes_hidden_later": x.bytes_hidden_later,
              "bytes_removed": x.bytes_removed} for x in rep.layers]
     store.record("layer_analyses", row, children={"analysis_layers": rows}, parent_key="analysis_id")
