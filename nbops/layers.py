@@ -844,3 +844,291 @@ def _record(store: History, rep: LayerReport, record: bool) -> None:
              "files": x.files, "bytes_added": x.bytes_added, "bytes_hidden_later": x.bytes_hidden_later,
              "bytes_removed": x.bytes_removed} for x in rep.layers]
     store.record("layer_analyses", row, children={"analysis_layers": rows}, parent_key="analysis_id")
+
+
+# ---------------------------------------------------------------------------------------------
+# diff
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LayerDiff:
+    """What changed from image ``a`` to image ``b``: files added, removed, changed, and by which layer."""
+
+    a: LayerReport
+    b: LayerReport
+    rows: list[tuple[str, str, int | None, int | None, int | None, str]]
+    shared_layers: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per changed path: change, size in a and b, the layer of b that made it."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.rows, columns=["path", "change", "size_a", "size_b", "layer_b", "instruction_b"])
+        df["delta"] = df["size_b"].fillna(0).astype("int64") - df["size_a"].fillna(0).astype("int64")
+        return df.sort_values(["change", "path"], ignore_index=True)
+
+    def by_layer(self) -> pd.DataFrame:
+        """Per layer of ``b``: whether ``a`` has it, and the files/bytes it added, changed, removed."""
+        import pandas as pd
+
+        a_ids = {x.diff_id for x in self.a.layers}
+        df = self.to_frame()
+        out = []
+        for x in self.b.layers:
+            mine = df[df["layer_b"] == x.index]
+            out.append({"layer": x.index, "instruction": x.instruction, "in_a": x.diff_id in a_ids,
+                        "size": x.size, **{f"{c}_files": int((mine["change"] == c).sum())
+                                           for c in ("added", "changed", "rewritten")},
+                        "bytes_delta": int(mine["delta"].sum())})
+        removed = df[df["change"] == "removed"]
+        out.append({"layer": None, "instruction": "(removed from a)", "in_a": True, "size": 0,
+                    "added_files": 0, "changed_files": 0, "rewritten_files": 0,
+                    "bytes_delta": int(removed["delta"].sum())})
+        return pd.DataFrame(out)
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            counts[r[1]] = counts.get(r[1], 0) + 1
+        return {"a": self.a.image, "b": self.b.image, "size_delta": self.b.size - self.a.size,
+                "shared_layers": self.shared_layers, "new_layers": len(self.b.layers) - self.shared_layers,
+                **{k: counts.get(k, 0) for k in ("added", "removed", "changed", "rewritten")}}
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"<LayerDiff {s['a']} -> {s['b']}: {s['size_delta']:+d} bytes; {s['shared_layers']} shared "
+                f"layers, {s['new_layers']} new; {s['added']} added, {s['removed']} removed, "
+                f"{s['changed']} changed, {s['rewritten']} rewritten>")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p>{html.escape(repr(self))}</p>" + self.by_layer().to_html(index=False)
+
+
+def diff(a: str, b: str, **kwargs: Any) -> LayerDiff:
+    """Compare two images file by file (the stacked filesystems), attributing changes to b's layers.
+
+    ``changed``: the size or type differs; ``rewritten``: same size but written again by another
+    layer (the listing holds no content hashes, so the content may or may not differ).
+    Keyword arguments go to :func:`analyze` (both analyses share the layer cache).
+    """
+    ra, rb = analyze(a, **kwargs), analyze(b, **kwargs)
+    rows: list[tuple[str, str, int | None, int | None, int | None, str]] = []
+    for path in sorted(set(ra.view) | set(rb.view)):
+        va, vb = ra.view.get(path), rb.view.get(path)
+        if vb is not None and vb[2] == DIR and (va is None or va[2] == DIR):
+            continue
+        if va is not None and va[2] == DIR and vb is None:
+            continue
+        if va is None:
+            change = "added"
+        elif vb is None:
+            change = "removed"
+        elif va[2] != vb[2] or va[1] != vb[1]:
+            change = "changed"
+        elif ra.layers[va[0]].diff_id != rb.layers[vb[0]].diff_id:
+            change = "rewritten"
+        else:
+            continue
+        lb = vb[0] if vb is not None else None
+        rows.append(("/" + path, change, va[1] if va else None, vb[1] if vb else None, lb,
+                     rb.layers[lb].instruction if lb is not None else ""))
+    shared = sum(1 for x, y in zip(ra.layers, rb.layers, strict=False) if x.diff_id == y.diff_id)
+    return LayerDiff(ra, rb, rows, shared)
+
+
+# ---------------------------------------------------------------------------------------------
+# trend
+# ---------------------------------------------------------------------------------------------
+def _version_label(tags: Any, image_id: str) -> str:
+    try:
+        value = json.loads(tags) if isinstance(tags, str) and tags.startswith("[") else tags
+    except ValueError:
+        value = tags
+    if isinstance(value, list) and value:
+        return str(value[0])
+    if isinstance(value, str) and value:
+        return value.split(",")[0].strip()
+    return (image_id or "").split(":")[-1][:12]
+
+
+def trend(name: str, *, history: History | None = None, engine: Engine | None = None,
+          analyze_missing: bool = True, source: str = "auto", limit: int | None = None) -> pd.DataFrame:
+    """Every recorded build of ``name`` (history ``builds`` rows), one row per (build, layer).
+
+    Columns: build_id, ts, time, version, image_id, layer, diff_id, instruction, size, total_size.
+    Versions not analysed yet are analysed now when ``analyze_missing`` (only their new layers are
+    read: the rest come from the cache); builds whose image is gone keep a single row with the size
+    recorded at build time and ``layer`` = NaN.
+    """
+    import pandas as pd
+
+    from . import history as history_mod
+
+    store = history if history is not None else history_mod.default()
+    sql = ("SELECT id AS build_id, ts, tags, image_id, size AS build_size FROM builds WHERE name=? AND ok=1"
+           " AND image_id IS NOT NULL ORDER BY ts, id")
+    builds = store.frame(sql, (name,))
+    if limit is not None:
+        builds = builds.tail(limit)
+    cols = ["build_id", "ts", "time", "version", "image_id", "layer", "diff_id", "instruction", "size",
+            "total_size"]
+    if builds.empty:
+        return pd.DataFrame(columns=cols)
+
+    def analysed() -> pd.DataFrame:
+        ids = list(dict.fromkeys(builds["image_id"]))
+        marks = ",".join("?" for _ in ids)
+        return store.frame(
+            "SELECT a.image_id, l.idx AS layer, l.diff_id, l.instruction, l.size FROM analysis_layers l "
+            "JOIN layer_analyses a ON a.id = l.analysis_id WHERE a.id IN (SELECT MAX(id) FROM layer_analyses"
+            f" WHERE image_id IN ({marks}) GROUP BY image_id)", ids)
+
+    layers_df = analysed()
+    missing = set(builds["image_id"]) - set(layers_df["image_id"])
+    if missing and analyze_missing:
+        for image_id in sorted(missing):
+            try:
+                analyze(image_id, engine=engine, history=store, source=source)
+            except NotFound:
+                continue
+        layers_df = analysed()
+    df = builds.merge(layers_df, on="image_id", how="left")
+    df["version"] = [_version_label(t, i) for t, i in zip(df["tags"], df["image_id"], strict=True)]
+    df["time"] = pd.to_datetime(df["ts"], unit="s", utc=True)
+    df["size"] = df["size"].where(df["layer"].notna(), df["build_size"])
+    df["total_size"] = df.groupby("build_id")["size"].transform("sum")
+    return df[cols].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# CI gate (dive's .dive-ci rules)
+# ---------------------------------------------------------------------------------------------
+_RULES = {
+    "lowestEfficiency": "lowest_efficiency", "highestWastedBytes": "highest_wasted_bytes",
+    "highestUserWastedPercent": "highest_user_wasted_percent", "highestHiddenBytes": "highest_hidden_bytes",
+}
+DIVE_DEFAULT_RULES = {"lowest_efficiency": 0.9, "highest_wasted_bytes": "disabled",
+                      "highest_user_wasted_percent": 0.1}
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "ki": 1024, "mib": 1024**2, "mi": 1024**2,
+          "gib": 1024**3, "gi": 1024**3, "tib": 1024**4, "ti": 1024**4}
+
+
+def parse_bytes(value: Any) -> int:
+    """``20MB`` = 20·1000², ``20MiB`` = 20·1024², plain numbers are bytes (like dive's humanize)."""
+    import re
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"{value!r} is not a size", hint="write bytes like 20MB, 1.5GiB or 1048576")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def load_rules(rules: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Rules from a mapping, a ``.dive-ci`` YAML file (its ``rules:`` section), or dive's defaults."""
+    if rules is None:
+        return dict(DIVE_DEFAULT_RULES)
+    if not isinstance(rules, Mapping):
+        import yaml
+
+        try:
+            with open(rules) as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read the rules file {rules}: {exc.strerror}",
+                              hint="pass a .dive-ci file or a dict of rules") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the rules file {rules} is not valid YAML: {exc}") from exc
+        rules = data.get("rules", data) if isinstance(data, Mapping) else {}
+    out: dict[str, Any] = {}
+    for key, value in rules.items():
+        name = _RULES.get(key, key)
+        if name not in _RULES.values():
+            raise ConfigError(f"unknown gate rule {key!r}",
+                              hint="use lowestEfficiency, highestWastedBytes, highestUserWastedPercent "
+                                   "(dive's names) or highestHiddenBytes")
+        out[name] = value
+    return out
+
+
+@dataclass
+class GateResult:
+    """The verdict of :func:`gate`: ``bool(result)`` is True when every rule passed."""
+
+    image: str
+    rows: list[dict[str, Any]]
+
+    @property
+    def passed(self) -> bool:
+        return all(r["status"] != "FAIL" for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "FAIL"]
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["rule", "threshold", "actual", "status", "why"])
+
+    def table(self) -> str:
+        """The rules as a plain-text table (what a CI log shows)."""
+        keys = ("rule", "threshold", "actual", "status", "why")
+        grid = [list(keys)] + [[str(r[k]) for k in keys] for r in self.rows]
+        widths = [max(len(row[i]) for row in grid) for i in range(len(keys))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in grid)
+
+    def __repr__(self) -> str:
+        verdict = "PASS" if self.passed else f"FAIL ({len(self.failed())} of {len(self.rows)} rules)"
+        return f"<GateResult {self.image}: {verdict}>\n{self.table()}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        verdict = "passed" if self.passed else "<b style='color:#b00'>FAILED</b>"
+        return f"<p>layer gate for {html.escape(self.image)}: {verdict}</p>" + self.to_frame().to_html(index=False)
+
+
+def gate(report: LayerReport, rules: Mapping[str, Any] | str | os.PathLike[str] | None = None) -> GateResult:
+    """Check a report against dive-style CI rules (``.dive-ci``); ``"disabled"`` skips a rule.
+
+    lowest_efficiency: fail when efficiency < threshold; highest_wasted_bytes: fail when dive's
+    wasted bytes > threshold; highest_user_wasted_percent: fail when wasted / user-layer bytes >
+    threshold (a ratio, 0.1 = 10%); highest_hidden_bytes (nbops): fail when truly hidden bytes > threshold.
+    """
+    rows = []
+    for name, raw in load_rules(rules).items():
+        if str(raw).strip().lower() == "disabled":
+            rows.append({"rule": name, "threshold": "disabled", "actual": "", "status": "skip", "why": ""})
+            continue
+        try:
+            if name in ("lowest_efficiency", "highest_user_wasted_percent"):
+                limit: float = float(raw)
+            else:
+                limit = parse_bytes(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"rule {name}: {raw!r} is not a number", hint="e.g. 0.9, 0.1 or 20MB") from exc
+        if name == "lowest_efficiency":
+            actual, bad = report.efficiency, report.efficiency < limit
+            why = f"efficiency {actual:.4f} < {limit}" if bad else ""
+        elif name == "highest_user_wasted_percent":
+            actual, bad = report.wasted_percent, report.wasted_percent > limit
+            why = f"wasted {actual:.2%} of user layers > {limit:.2%}" if bad else ""
+        elif name == "highest_wasted_bytes":
+            actual, bad = report.wasted_bytes, report.wasted_bytes > limit
+            why = f"wasted {_human(actual)} > {_human(limit)}" if bad else ""
+        else:
+            actual, bad = report.hidden_bytes, report.hidden_bytes > limit
+            why = f"hidden {_human(actual)} > {_human(limit)}" if bad else ""
+        rows.append({"rule": name, "threshold": raw, "actual": round(actual, 6) if isinstance(actual, float)
+                     else actual, "status": "FAIL" if bad else "pass", "why": why})
+    return GateResult(report.image, rows)
