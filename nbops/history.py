@@ -183,7 +183,7 @@ class History:
         Each child row gets the new parent id under ``parent_key`` (default ``<table minus s>_id``).
         Returns the parent's rowid.
         """
-        key = parent_key or f"{table[:-1]}_id"
+        key = parent_key or f"{_singular(table)}_id"
         with self.transaction() as conn:
             rowid = self._insert(conn, table, row)
             for child_table, rows in (children or {}).items():
@@ -248,6 +248,12 @@ def _to_sql(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def _singular(table: str) -> str:
+    if table.endswith(("shes", "ches", "sses", "xes")):
+        return table[:-2]
+    return table[:-1] if table.endswith("s") else table
 
 
 def _split_sql(script: str) -> list[str]:

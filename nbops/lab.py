@@ -216,7 +216,7 @@ class Lab:
         daemon = {
             "data-root": f"{d}/data", "exec-root": f"{d}/exec", "pidfile": f"{d}/docker.pid",
             "hosts": [f"unix://{d}/docker.sock"], "containerd": f"{d}/containerd.sock",
-            "insecure-registries": [state.registry], "storage-driver": "overlay2",
+            "insecure-registries": [state.subnet], "storage-driver": "overlay2",
             "live-restore": state.live_restore, "labels": [f"{k}={v}" for k, v in node.labels.items()],
         }
         (d / "daemon.json").write_text(json.dumps(daemon, indent=2))

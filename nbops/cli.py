@@ -1,0 +1,106 @@
+"""The ``nbops`` command: ``nbops lab up|status|down``, ``nbops history``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .errors import NbopsError
+
+
+class _ParseError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises instead of exiting, so the magic can show one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ParseError(f"{self.prog}: {message}")
+
+
+def _lab_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nbops lab", description="the local lab: engines, registry, swarm")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    up = sub.add_parser("up", help="start the lab (harmless when it is already up)")
+    up.add_argument("--nodes", type=int, default=1, help="engines in the swarm (1-9)")
+    up.add_argument("--live-restore", action="store_true", help="dockerd --live-restore (implies --no-swarm)")
+    up.add_argument("--no-swarm", action="store_true", help="plain engines, no swarm")
+    for name, text in (("status", "nodes, addresses, roles, engine versions, registry"),
+                       ("down", "stop everything the lab started and remove it")):
+        sub.add_parser(name, help=text)
+    for action in sub.choices.values():
+        action.add_argument("--home", help="lab directory (default $NBOPS_HOME/lab)")
+    return p
+
+
+def lab_command(argv: list[str], *, echo: Callable[[str], Any] = print) -> Any:
+    from .errors import ConfigError
+    from .lab import Lab
+
+    try:
+        args = _lab_parser().parse_args(argv)
+    except _ParseError as exc:
+        raise ConfigError(str(exc), hint="nbops lab up [--nodes N] | status | down") from None
+    lab = Lab(args.home) if args.home else Lab()
+    if args.action == "up":
+        swarm = not (args.no_swarm or args.live_restore)
+        return lab.up(nodes=args.nodes, live_restore=args.live_restore, swarm=swarm, progress=echo)
+    if args.action == "status":
+        return lab.status()
+    for line in lab.down():
+        echo(line)
+    left = {k: v for k, v in lab.leftovers().items() if v}
+    if left:
+        echo(f"still present: {left}")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="nbops", description="Docker Build → Distribute → Deploy from notebooks")
+    parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv[:1])
+    try:
+        return COMMANDS[ns.command](argv[1:])
+    except NbopsError as err:
+        print(f"nbops: error: {err.one_line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nbops: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main_lab(argv: list[str]) -> int:
+    result = lab_command(argv)
+    if result is not None:
+        print(repr(result))
+        if hasattr(result, "up") and not result.up:
+            return 1
+    return 0
+
+
+def _main_history(argv: list[str]) -> int:
+    import pandas as pd
+
+    from . import history
+
+    what = argv[0] if argv else "builds"
+    store = history.default()
+    frames = {"builds": store.builds, "pushes": store.pushes, "deploys": store.deploys}
+    if what not in frames:
+        print(f"nbops: error: unknown history table {what!r}; use builds, pushes or deploys", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(frames[what]().to_string(index=False))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Every nbops plot: takes a DataFrame (a result's ``to_frame()``), keyword-only options, ``ax=None``;
+returns the matplotlib Axes. matplotlib is imported only when a plot is drawn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _axes(ax: Any, figsize: tuple[float, float]) -> Any:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def build_profile(df, *, ax: Any = None, title: str | None = None) -> Any:
+    """Per-instruction build time (bars) with cache hits marked, and layer size on a second axis."""
+    import numpy as np
+
+    rows = df.reset_index(drop=True)
+    ax = _axes(ax, (9, 0.45 * max(len(rows), 3) + 1.2))
+    labels = [_short(f"{r.step}. {r.instruction}", 48) for r in rows.itertuples()]
+    durations = rows["duration_s"].astype(float).fillna(0.0).to_numpy()
+    cached = rows["cached"].fillna(False).astype(bool).to_numpy()
+    y = np.arange(len(rows))
+    colors = ["#9ecae1" if c else "#3182bd" for c in cached]
+    ax.barh(y, durations, color=colors)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("build time (s)")
+    sizes = rows["layer_size"].astype(float).fillna(0.0).to_numpy() / 1e6
+    for yi, (d, s, c) in enumerate(zip(durations, sizes, cached)):
+        note = ("cached" if c else f"{d:.2f} s") + (f" · +{s:.2f} MB" if s > 0 else "")
+        ax.annotate(note, (d, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, max(float(durations.max(initial=0.0)) * 1.35, 0.5))
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="#3182bd", label="built"), Patch(color="#9ecae1", label="cache hit")],
+              loc="lower right", fontsize=8)
+    ax.set_title(title or "Build profile: time per instruction (+ layer size added)")
+    return ax
+
+
+def layer_sizes(df, *, ax: Any = None, title: str | None = None) -> Any:
+    """Layer size added by each instruction (MB)."""
+    rows = df.reset_index(drop=True)
+    ax = _axes(ax, (9, 0.45 * max(len(rows), 3) + 1.2))
+    sizes = rows["layer_size"].astype(float).fillna(0.0) / 1e6
+    ax.barh(range(len(rows)), sizes, color="#31a354")
+    ax.set_yticks(range(len(rows)), [_short(str(i), 48) for i in rows["instruction"]])
+    ax.invert_yaxis()
+    ax.set_xlabel("layer size (MB)")
+    ax.set_title(title or "Layer size per instruction")
+    return ax
+
+
+STATE_COLORS = {
+    "new": "#d9d9d9", "pending": "#d9d9d9", "assigned": "#bdbdbd", "accepted": "#bdbdbd", "preparing": "#9ecae1",
+    "ready": "#9ecae1", "starting": "#fdae6b", "running": "#31a354", "complete": "#756bb1", "shutdown": "#969696",
+    "failed": "#de2d26", "rejected": "#a50f15", "remove": "#636363", "orphaned": "#636363",
+}
+
+
+def rollout_timeline(df, *, ax: Any = None, title: str | None = None, end: float | None = None,
+                     marks: dict[str, float] | None = None) -> Any:
+    """Tasks as rows, time across, each span coloured by the task's state (unhealthy hatched).
+
+    ``df`` is a rollout frame (one row per task state change: ts, task, slot, node, state, health).
+    ``marks`` adds labelled vertical lines (e.g. {"update": ts, "rollback": ts}).
+    """
+    from matplotlib.patches import Patch
+
+    rows = df.sort_values("ts")
+    ax = _axes(ax, (10, 0.5 * max(rows["task"].nunique(), 2) + 1.5))
+    if rows.empty:
+        ax.set_title(title or "Rollout timeline (no events)")
+        return ax
+    t0 = float(rows["ts"].min())
+    t_end = float(end if end is not None else rows["ts"].max() + 1.0)
+    order = (rows.groupby("task").agg(first=("ts", "min"), slot=("slot", "first"), node=("node", "last"))
+             .sort_values(["first"]))
+    for i, (task, meta) in enumerate(order.iterrows()):
+        evs = rows[rows["task"] == task]
+        times = list(evs["ts"].astype(float)) + [t_end]
+        for (_, ev), start, stop in zip(evs.iterrows(), times[:-1], times[1:]):
+            color = STATE_COLORS.get(str(ev["state"]), "#bdbdbd")
+            hatch = "//" if ev.get("health") == "unhealthy" else None
+            ax.broken_barh([(start - t0, max(stop - start, 0.05))], (i - 0.4, 0.8), facecolors=color,
+                           hatch=hatch, edgecolor="white")
+        label = f"slot {int(meta['slot'])} · {str(task)[:6]}" if meta["slot"] == meta["slot"] else str(task)[:6]
+        ax.text(-0.01, i, label, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=8)
+    for name, ts in (marks or {}).items():
+        ax.axvline(ts - t0, color="black", ls="--", lw=1)
+        ax.text(ts - t0, -0.7, name, fontsize=8, ha="left")
+    ax.set_yticks([])
+    ax.set_ylim(len(order) - 0.5, -1)
+    ax.set_xlabel("seconds since the rollout started")
+    used = [s for s in STATE_COLORS if s in set(rows["state"])]
+    ax.legend(handles=[Patch(color=STATE_COLORS[s], label=s) for s in used], fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title or "Rollout timeline: task state over time")
+    return ax
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
