@@ -389,10 +389,18 @@ class LayerInfo:
 
 
 def short_instruction(created_by: str) -> str:
+    """``RUN apt-get ...`` / ``COPY ...`` from a history entry's created_by (legacy or BuildKit)."""
+    import re
+
     text = " ".join(created_by.split())
-    for prefix, repl in (("/bin/sh -c #(nop) ", ""), ("/bin/sh -c ", "RUN "), ("|", "RUN |")):
-        if text.startswith(prefix):
-            return repl + text[len(prefix):].strip()
+    text = re.sub(r" # buildkit$", "", text)
+    text = re.sub(r"^\|\d+ (?:\S+=\S* )*", "", text)  # legacy builder: |N ARG=value ... before a RUN
+    if text.startswith("/bin/sh -c #(nop) "):
+        return text[len("/bin/sh -c #(nop) "):].strip()
+    if text.startswith("RUN /bin/sh -c "):
+        return "RUN " + text[len("RUN /bin/sh -c "):]
+    if text.startswith("/bin/sh -c "):
+        return "RUN " + text[len("/bin/sh -c "):]
     return text
 
 
