@@ -138,7 +138,7 @@ def size_trend(df, *, ax: Any = None, title: str | None = None, top: int = 10) -
     if rest.any():
         ax.bar(x, rest.to_numpy(), bottom=bottom, color="#d9d9d9", label="other layers", width=0.8)
         bottom += rest.to_numpy()
-    labels = [_short(str(v), 16) for v in order["version"]]
+    labels = [v if len(v) <= 24 else "…" + v[-23:] for v in map(str, order["version"])]  # the tag is at the end
     step = max(1, len(labels) // 25)
     ax.set_xticks(x[::step], labels[::step], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("size (MB)")

@@ -184,3 +184,89 @@ def test_bad_input_gives_one_clear_error(engine, store):
     with pytest.raises(RegistryError, match="unreachable"):
         layers.analyze("127.0.0.1:9/x/y:1", source="registry", history=store)
     assert issubclass(RegistryError, NbopsError)
+
+
+def app_source(v: int) -> str:
+    return (f"FROM {BASE}\nRUN head -c 200000 /dev/zero > /big\n"
+            f"RUN head -c {10000 * v} /dev/zero > /app && echo {v} > /version\n")
+
+
+@pytest.fixture(scope="module")
+def versions(engine, tmp_path_factory):
+    """Three recorded builds of one app (history rows written by nbops.build), in their own store."""
+    from nbops import build
+
+    store = History(tmp_path_factory.mktemp("trend") / "h.sqlite")
+    name = f"t-layers-app-{uuid.uuid4().hex[:6]}"
+    refs = []
+    for v in (1, 2, 3):
+        ref = f"t-layers/app:{name[-6:]}-{v}"
+        build.build(app_source(v), [ref], engine=engine, name=name, history=store)
+        refs.append(ref)
+    yield name, refs, store
+    for ref in refs:
+        engine.client.images.remove(ref, force=True)
+    store.close()
+
+
+def test_trend_reads_recorded_builds_and_only_new_layers(engine, versions, tmp_path):
+    from nbops import plot
+
+    name, refs, store = versions
+    df = layers.trend(name, history=store, engine=engine)
+    n = df["layer"].nunique()
+    assert len(df) == 3 * n and list(df.drop_duplicates("build_id")["version"]) == refs
+    app = df[df["instruction"].str.contains("/app", regex=False)]
+    assert list(app["size"]) == [10002, 20002, 30002]  # /app plus "v\n" in /version
+    totals = df.drop_duplicates("build_id")["total_size"].tolist()
+    assert totals[1] - totals[0] == 10000 and totals[2] - totals[1] == 10000
+    runs = store.frame("SELECT cache_hits, cache_misses FROM layer_analyses ORDER BY id")
+    assert list(runs["cache_misses"]) == [n, 1, 1]  # later versions read only their changed layer
+    again = layers.trend(name, history=store, engine=engine)  # already analysed: nothing is read
+    assert len(store.frame("SELECT id FROM layer_analyses")) == 3 and again.equals(df)
+    ax = plot.size_trend(df)
+    assert len(ax.patches) == 3 * n and ax.get_ylabel() == "size (MB)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == refs
+    ax.figure.savefig(tmp_path / "trend.png")
+    assert (tmp_path / "trend.png").stat().st_size > 1000
+    assert layers.trend("no-such-app", history=store).empty
+
+
+def test_diff_attributes_changes_to_layers(engine, versions):
+    _, refs, store = versions
+    d = layers.diff(refs[0], refs[2], engine=engine, history=store)
+    rows = {(r.path, r.change, r.size_a, r.size_b) for r in d.to_frame().itertuples()}
+    assert rows == {("/app", "changed", 10000, 30000), ("/version", "rewritten", 2, 2)}
+    s = d.summary()
+    assert (s["size_delta"], s["new_layers"], s["changed"], s["rewritten"]) == (20000, 1, 1, 1)
+    by = d.by_layer()
+    assert by["in_a"].tolist()[:-1] == [True] * (len(by) - 2) + [False]
+    assert "LayerDiff" in repr(d) and "<table" in d._repr_html_()
+
+
+def test_gate_from_a_runbook_cell_and_the_cli(engine, images, store, tmp_path, monkeypatch, capsys):
+    from nbops import cli
+
+    rep = layers.analyze(images["known"], engine=engine, history=store)
+    assert not layers.gate(rep, {"highestWastedBytes": "100kB"})
+    assert layers.gate(rep, {"highestWastedBytes": "200kB", "lowestEfficiency": 0.9})
+    (tmp_path / ".dive-ci").write_text("rules:\n  lowestEfficiency: 0.99\n  highestWastedBytes: disabled\n")
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["layers", "gate", images["known"], "--highest-hidden-bytes", "100kB"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "lowest_efficiency" in out and "highest_hidden_bytes" in out and "FAIL: 2 rule(s) broken" in out
+    code = cli.main(["layers", "gate", images["known"], "--lowest-efficiency", "0.5"])
+    assert code == 0 and capsys.readouterr().out.strip().endswith("PASS")
+    assert cli.main(["layers", "gate", "t-layers/none:0"]) == 1
+    assert "nbops: error:" in capsys.readouterr().err
+
+
+def test_layers_magic(engine, images, ipshell):
+    from IPython.core.error import UsageError
+
+    rep = ipshell.run_line_magic("layers", images["known"])
+    assert isinstance(rep, layers.LayerReport) and rep.wasted_bytes == 158000
+    with pytest.raises(UsageError) as err:
+        ipshell.run_line_magic("layers", "t-layers/none:0")
+    assert "\n" not in str(err.value)
