@@ -22,7 +22,6 @@ import json
 import os
 import posixpath
 import stat
-import tarfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -79,12 +78,25 @@ class Listing:
 
 
 def _norm(name: str) -> str:
-    name = posixpath.normpath("/" + name).lstrip("/")
+    if name.endswith("/") or name.startswith(("./", "/", "../")) or "//" in name or "/." in name or name in (".", ".."):
+        return posixpath.normpath("/" + name).lstrip("/")
     return name
 
 
+def _dirname(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
 def _kind_of_name(path: str, default: str) -> str:
-    base = posixpath.basename(path)
+    base = _basename(path)
     if base == OPAQUE:
         return OPAQUE_K
     if base.startswith(META):
@@ -94,26 +106,129 @@ def _kind_of_name(path: str, default: str) -> str:
     return default
 
 
+class TarFormatError(LayerError):
+    """A stream that should be a tar archive is not one."""
+
+
+_SKIP_BUF = bytearray(1 << 20)
+
+
+class _Bounded:
+    """The data of one tar member: reads stop at its size; :meth:`skip` discards the rest."""
+
+    def __init__(self, f: Any, size: int) -> None:
+        self.f, self.left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.f.read(n) if n else b""
+        if len(data) < n:
+            raise TarFormatError("the tar stream ended inside a member")
+        self.left -= len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b)[: self.left]
+        if not len(view):
+            return 0
+        got = self.f.readinto(view)
+        if not got:
+            raise TarFormatError("the tar stream ended inside a member")
+        self.left -= got
+        return got
+
+    def skip(self) -> None:
+        buf = memoryview(_SKIP_BUF)
+        while self.left:
+            self.readinto(buf)
+
+
+def _octal(field: bytes) -> int:
+    if field and field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _cstr(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    out, pos = {}, 0
+    while pos < len(data):
+        sp = data.index(b" ", pos)
+        length = int(data[pos:sp])
+        key, _, value = data[sp + 1:pos + length - 1].partition(b"=")
+        out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def iter_tar(f: Any) -> Iterator[tuple[str, bytes, int, _Bounded]]:
+    """Stream a tar archive's members as (name, typeflag, size, data); headers only are parsed.
+
+    ``f`` needs ``read``/``readinto``. Handles ustar prefixes, PAX and GNU long names and base-256
+    sizes; the data a consumer does not read is skipped (never held in memory).
+    """
+    pax: dict[str, str] = {}
+    long_name: str | None = None
+    while True:
+        block = f.read(512)
+        if len(block) < 512 or block.count(0) == 512:
+            return
+        stored = _octal(block[148:156])
+        if stored != sum(block[:148]) + 256 + sum(block[156:]):
+            raise TarFormatError("bad tar header checksum (not a tar stream?)")
+        size = _octal(block[124:136])
+        flag = block[156:157]
+        data = _Bounded(f, size)
+        if flag in (b"x", b"g", b"L", b"K"):
+            payload = data.read()
+            _pad(f, size)
+            if flag == b"x":
+                pax = _pax(payload)
+            elif flag == b"L":
+                long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        name = _cstr(block[0:100])
+        if block[257:263] == b"ustar\x00" and block[345]:  # POSIX prefix (GNU uses these bytes otherwise)
+            name = _cstr(block[345:500]) + "/" + name
+        name = pax.get("path") or long_name or name
+        if "size" in pax:
+            size = int(pax["size"])
+            data = _Bounded(f, size)
+        pax, long_name = {}, None
+        yield name, flag, size, data
+        data.skip()
+        _pad(f, size)
+
+
+def _pad(f: Any, size: int) -> None:
+    rest = -size % 512
+    if rest and len(f.read(rest)) < rest:
+        raise TarFormatError("the tar stream ended inside padding")
+
+
+_TAR_KINDS = {b"0": FILE, b"\0": FILE, b"7": FILE, b"1": HARDLINK, b"2": SYMLINK, b"5": DIR}
+
+
 def scan_tar(fileobj: Any, diff_id: str = "") -> Listing:
-    """List a layer tar read from ``fileobj`` as a stream (gzip or plain), headers only."""
+    """List a layer tar read from ``fileobj`` as a stream (plain or gzip), headers only."""
+    f = fileobj if isinstance(fileobj, (io.BufferedReader, _Peekable)) else io.BufferedReader(fileobj, 1 << 20)
+    if f.peek(2)[:2] == b"\x1f\x8b":
+        import gzip
+
+        f = io.BufferedReader(gzip.GzipFile(fileobj=f), 1 << 20)  # type: ignore[arg-type]
     entries: list[tuple[str, str, int]] = []
-    with tarfile.open(fileobj=fileobj, mode="r|*", bufsize=1 << 20) as tar:
-        for m in tar:
-            path = _norm(m.name)
-            if not path:
-                continue
-            if m.isdir():
-                kind = DIR
-            elif m.isreg():
-                kind = FILE
-            elif m.issym():
-                kind = SYMLINK
-            elif m.islnk():
-                kind = HARDLINK
-            else:
-                kind = OTHER
-            entries.append((path, _kind_of_name(path, kind), int(m.size)))
-            tar.members.clear()  # stream mode keeps every header otherwise
+    for name, flag, size, _ in iter_tar(f):
+        path = _norm(name)
+        if not path:
+            continue
+        kind = _TAR_KINDS.get(flag, OTHER)
+        if kind == FILE and name.endswith("/"):
+            kind = DIR  # old tars mark directories by a trailing slash only
+        entries.append((path, _kind_of_name(path, kind), size if kind == FILE else 0))
     return Listing(diff_id, entries)
 
 
@@ -138,21 +253,27 @@ def scan_dir(root: str, diff_id: str = "") -> Listing:
     entries: list[tuple[str, str, int]] = []
     seen_inodes: set[int] = set()
 
-    def walk(abs_dir: bytes, rel: str) -> None:
+    def walk(abs_dir: str, rel: str) -> None:
         with os.scandir(abs_dir) as it:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
-            name = os.fsdecode(item.name)
+            name = item.name
             path = f"{rel}/{name}" if rel else name
-            st = item.stat(follow_symlinks=False)
-            mode = st.st_mode
+            if item.is_symlink():
+                entries.append((path, SYMLINK, 0))
+                continue
+            is_dir = item.is_dir(follow_symlinks=False)
+            st = None if is_dir else item.stat(follow_symlinks=False)
+            mode = stat.S_IFDIR if st is None else st.st_mode
             if stat.S_ISDIR(mode):
                 entries.append((path, DIR, 0))
                 if _opaque_xattr(item.path):
                     entries.append((f"{path}/{OPAQUE}", OPAQUE_K, 0))
                 walk(item.path, path)
+            elif st is None:
+                continue
             elif stat.S_ISCHR(mode) and st.st_rdev == 0:
-                parent = posixpath.dirname(path)
+                parent = _dirname(path)
                 wh = f"{parent}/{WHITEOUT}{name}" if parent else f"{WHITEOUT}{name}"
                 entries.append((wh, WHITEOUT_K, 0))
             elif stat.S_ISREG(mode):
@@ -169,7 +290,7 @@ def scan_dir(root: str, diff_id: str = "") -> Listing:
 
     if not os.path.isdir(root):
         raise LayerError(f"layer directory {root} is not readable", hint="use source='save' or 'registry'")
-    walk(os.fsencode(root), "")
+    walk(root, "")
     return Listing(diff_id, entries)
 
 
@@ -187,6 +308,27 @@ class DiveNumbers:
 
 def _sort_key_child_first(path: str) -> tuple[str, ...]:
     return (*path.split("/"), "\U0010ffff")
+
+
+def _leaf_sizes(leaves: Iterable[str], nodes: Mapping[str, tuple[bool, int]],
+                stack: Mapping[str, tuple[bool, int]], subtree_size: Any, *,
+                stop_at_missing: bool = False) -> list[tuple[str, int]] | None:
+    """dive's size of each leaf; None when a whiteout's target is missing (unless stop_at_missing)."""
+    out = []
+    for path in leaves:
+        base = _basename(path)
+        if base.startswith(WHITEOUT):
+            target = _join(_dirname(path), base[len(WHITEOUT):])
+            below = stack.get(target)
+            if below is None:
+                if stop_at_missing:
+                    break
+                return None
+            size = subtree_size(target) if below[0] else 0
+        else:
+            target, size = path, nodes[path][1]
+        out.append(("/" + target, size))
+    return out
 
 
 def dive_efficiency(listings: Sequence[Listing]) -> DiveNumbers:
@@ -215,14 +357,14 @@ def dive_efficiency(listings: Sequence[Listing]) -> DiveNumbers:
             stack_remove(c)
         if p in stack:
             del stack[p]
-            parent = posixpath.dirname(p)
+            parent = _dirname(p)
             s = kids.get(parent)
             if s is not None:
                 s.discard(p)
 
     def stack_add(p: str, info: tuple[bool, int]) -> None:
         if p not in stack:
-            parent = posixpath.dirname(p)
+            parent = _dirname(p)
             if parent and parent not in stack:
                 stack_add(parent, (False, 0))
             kids.setdefault(parent, set()).add(p)
@@ -239,47 +381,40 @@ def dive_efficiency(listings: Sequence[Listing]) -> DiveNumbers:
         parents: set[str] = set()
         for path, kind, size in listing.entries:
             if kind in (OPAQUE_K, META_K):
-                target = posixpath.dirname(path)  # dive still creates the parents
-                chain = target
+                chain = _dirname(path)  # dive drops the entry but still creates its directory
             else:
                 nodes[path] = (kind == DIR, size)
-                chain = posixpath.dirname(path)
+                chain = _dirname(path)
                 if chain:
                     parents.add(chain)
-            while chain:
-                nodes.setdefault(chain, (False, 0))
-                up = posixpath.dirname(chain)
+            while chain and chain not in nodes:  # a node present already has its ancestors
+                nodes[chain] = (False, 0)
+                up = _dirname(chain)
                 if up:
                     parents.add(up)
                 chain = up
-        ordered = sorted(nodes, key=_sort_key_child_first)
-        for path in ordered:
-            if path in parents:
-                continue
-            base = posixpath.basename(path)
-            if base.startswith(WHITEOUT):
-                target = posixpath.join(posixpath.dirname(path), base[len(WHITEOUT):])
-                below = stack.get(target)
-                if below is None:
-                    break  # dive: GetNode fails, the visit of this layer ends
-                size = subtree_size(target) if below[0] else 0
-            else:
-                target = path
-                size = nodes[path][1]
-            key = "/" + target
+        leaves = [p for p in nodes if p not in parents]
+        visit = _leaf_sizes(leaves, nodes, stack, subtree_size)
+        if visit is None:  # a whiteout of nothing: dive stops there, in its child-first sorted order
+            visit = _leaf_sizes(sorted(leaves, key=_sort_key_child_first), nodes, stack, subtree_size,
+                                stop_at_missing=True)
+        for key, size in visit or ():
             if key not in cum:
                 cum[key], mins[key], count[key] = 0, size, 0
             cum[key] += size
-            mins[key] = min(mins[key], size)
+            if size < mins[key]:
+                mins[key] = size
             count[key] += 1
             if count[key] == 2:
                 order.append(key)
-        for path in ordered:  # dive's Stack(): child-first, whiteouts remove, others add
-            base = posixpath.basename(path)
+        # dive's Stack(): whiteouts remove, the others (re)set their payload. Real layers never both
+        # remove and add one path, so the order of these updates does not change the result.
+        for path, info in nodes.items():
+            base = _basename(path)
             if base.startswith(WHITEOUT):
-                stack_remove(posixpath.join(posixpath.dirname(path), base[len(WHITEOUT):]))
+                stack_remove(_join(_dirname(path), base[len(WHITEOUT):]))
             else:
-                stack_add(path, nodes[path])
+                stack_add(path, info)
     discovered = sum(cum.values())
     minimum = sum(mins.values())
     score = 1.0 if discovered == 0 else minimum / discovered
@@ -333,7 +468,7 @@ def overlay(listings: Sequence[Listing]) -> Stacking:
         rec = view.pop(p, None)
         if rec is None:
             return
-        kids.get(posixpath.dirname(p), set()).discard(p)
+        kids.get(_dirname(p), set()).discard(p)
         layer, size, kind = rec
         if kind != DIR:
             hidden.append(Hidden(p, size, kind, layer, by, how))
@@ -343,15 +478,15 @@ def overlay(listings: Sequence[Listing]) -> Stacking:
     for i, listing in enumerate(listings):
         for path, kind, _ in listing.entries:
             if kind == OPAQUE_K:
-                d = posixpath.dirname(path)
+                d = _dirname(path)
                 for c in list(kids.get(d, ())):
                     hide(c, i, "under an opaque directory", subtree_how="under an opaque directory")
         for path, kind, size in listing.entries:
             if kind in (OPAQUE_K, META_K):
                 continue
             if kind == WHITEOUT_K:
-                base = posixpath.basename(path)
-                target = posixpath.join(posixpath.dirname(path), base[len(WHITEOUT):])
+                base = _basename(path)
+                target = _join(_dirname(path), base[len(WHITEOUT):])
                 rec = view.get(target)
                 if rec is not None:
                     how = "deleted directory" if rec[2] == DIR else "deleted"
@@ -367,7 +502,7 @@ def overlay(listings: Sequence[Listing]) -> Stacking:
             else:
                 added[i] += size
             view[path] = (i, size, kind)
-            kids.setdefault(posixpath.dirname(path), set()).add(path)
+            kids.setdefault(_dirname(path), set()).add(path)
     return Stacking(hidden, view, added, replaced, hidden_later, removes)
 
 
@@ -568,6 +703,22 @@ class _IterReader(io.RawIOBase):
         return n
 
 
+class _Peekable:
+    """A member's data as a file for :func:`scan_tar` (no extra buffering: reads go straight through)."""
+
+    def __init__(self, data: _Bounded) -> None:
+        self.data = data
+
+    def peek(self, n: int) -> bytes:
+        return b""  # layer tars inside a save stream are never compressed
+
+    def read(self, n: int = -1) -> bytes:
+        return self.data.read(n)
+
+    def readinto(self, b: Any) -> int:
+        return self.data.readinto(b)
+
+
 @dataclass
 class _Image:
     ref: str
@@ -628,18 +779,12 @@ def _scan_save(engine: Engine, ref: str, want: set[str] | None) -> tuple[dict[st
     by_name: dict[str, Listing] = {}
     jsons: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BufferedReader(raw, 1 << 20), mode="r|", bufsize=1 << 20) as outer:
-            for m in outer:
-                if not m.isfile():
-                    continue
-                if m.name.endswith("layer.tar"):
-                    f = outer.extractfile(m)
-                    by_name[m.name] = scan_tar(f)
-                elif m.name.endswith(".json") and "/" not in m.name:
-                    f = outer.extractfile(m)
-                    jsons[m.name] = f.read() if f else b""
-                outer.members.clear()
-    except tarfile.TarError as exc:
+        for name, _flag, _size, data in iter_tar(io.BufferedReader(raw, 1 << 20)):
+            if name.endswith("layer.tar"):
+                by_name[name] = scan_tar(_Peekable(data))
+            elif name.endswith(".json") and "/" not in name:
+                jsons[name] = data.read()
+    except LayerError as exc:
         raise LayerError(f"the save stream of {ref} is not a readable tar: {exc}",
                          hint="is the engine's image store intact? try source='registry'") from exc
     try:
@@ -824,7 +969,7 @@ def _analyze_registry(image: str, registry: str | None, lc: LayerCache | None) -
             r = reg.get(f"{repo}/blobs/{blob}", stream=True)
             try:
                 fresh[diff_id] = scan_tar(r.raw, diff_id)
-            except tarfile.TarError as exc:
+            except (LayerError, OSError, EOFError) as exc:
                 raise LayerError(f"blob {blob} of {image} is not a readable layer tar: {exc}") from exc
             finally:
                 r.close()
