@@ -90,6 +90,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             bytes_added INTEGER, bytes_hidden_later INTEGER, bytes_removed INTEGER,
             PRIMARY KEY (analysis_id, idx)
         );
+        CREATE TABLE layer_states (
+            chain_id TEXT PRIMARY KEY, n_layers INTEGER NOT NULL, state BLOB NOT NULL, ts REAL NOT NULL
+        );
         CREATE INDEX layer_analyses_image ON layer_analyses(image_id, ts);
         """,
     ),

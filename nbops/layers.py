@@ -331,100 +331,6 @@ def _leaf_sizes(leaves: Iterable[str], nodes: Mapping[str, tuple[bool, int]],
     return out
 
 
-def dive_efficiency(listings: Sequence[Listing]) -> DiveNumbers:
-    """dive's efficiency score and wasted bytes (wagoodman/dive ``filetree/efficiency.go``).
-
-    Per layer, dive visits the *leaves* of the layer's own tree (entries with no child entry in that
-    layer; ``.wh..wh..*`` entries are dropped). A leaf's size is its tar size; a ``.wh.`` leaf counts
-    the whole subtree it deletes if that was a directory in the stack of the layers below, else 0.
-    For each path: ``cumulative`` = the sum of those sizes over all layers, ``min`` = the smallest.
-    ``efficiency = Σmin / Σcumulative`` (1.0 when empty); ``wasted bytes = Σcumulative`` over paths
-    seen in 2+ layers — so the copy that is kept counts too, a deleted file counts once, a deleted
-    directory counts 0 (its whiteout is a single leaf) and an opaque directory (``rm -rf d && mkdir
-    d``) counts nothing. ``wasted %`` divides by the size of all layers but the first.
-    Like dive, a layer's visit stops at a whiteout whose target is missing below.
-    """
-    cum: dict[str, int] = {}
-    mins: dict[str, int] = {}
-    count: dict[str, int] = {}
-    order: list[str] = []
-    # the stack of layers below, with dive's semantics: path -> (is_dir, size); children index
-    stack: dict[str, tuple[bool, int]] = {}
-    kids: dict[str, set[str]] = {}
-
-    def stack_remove(p: str) -> None:
-        for c in list(kids.pop(p, ())):
-            stack_remove(c)
-        if p in stack:
-            del stack[p]
-            parent = _dirname(p)
-            s = kids.get(parent)
-            if s is not None:
-                s.discard(p)
-
-    def stack_add(p: str, info: tuple[bool, int]) -> None:
-        if p not in stack:
-            parent = _dirname(p)
-            if parent and parent not in stack:
-                stack_add(parent, (False, 0))
-            kids.setdefault(parent, set()).add(p)
-        stack[p] = info
-
-    def subtree_size(p: str) -> int:
-        total = stack[p][1]
-        for c in kids.get(p, ()):
-            total += subtree_size(c)
-        return total
-
-    for listing in listings:
-        nodes: dict[str, tuple[bool, int]] = {}
-        parents: set[str] = set()
-        for path, kind, size in listing.entries:
-            if kind in (OPAQUE_K, META_K):
-                chain = _dirname(path)  # dive drops the entry but still creates its directory
-            else:
-                nodes[path] = (kind == DIR, size)
-                chain = _dirname(path)
-                if chain:
-                    parents.add(chain)
-            while chain and chain not in nodes:  # a node present already has its ancestors
-                nodes[chain] = (False, 0)
-                up = _dirname(chain)
-                if up:
-                    parents.add(up)
-                chain = up
-        leaves = [p for p in nodes if p not in parents]
-        visit = _leaf_sizes(leaves, nodes, stack, subtree_size)
-        if visit is None:  # a whiteout of nothing: dive stops there, in its child-first sorted order
-            visit = _leaf_sizes(sorted(leaves, key=_sort_key_child_first), nodes, stack, subtree_size,
-                                stop_at_missing=True)
-        for key, size in visit or ():
-            if key not in cum:
-                cum[key], mins[key], count[key] = 0, size, 0
-            cum[key] += size
-            if size < mins[key]:
-                mins[key] = size
-            count[key] += 1
-            if count[key] == 2:
-                order.append(key)
-        # dive's Stack(): whiteouts remove, the others (re)set their payload. Real layers never both
-        # remove and add one path, so the order of these updates does not change the result.
-        for path, info in nodes.items():
-            base = _basename(path)
-            if base.startswith(WHITEOUT):
-                stack_remove(_join(_dirname(path), base[len(WHITEOUT):]))
-            else:
-                stack_add(path, info)
-    discovered = sum(cum.values())
-    minimum = sum(mins.values())
-    score = 1.0 if discovered == 0 else minimum / discovered
-    ineff = sorted(((p, count[p], cum[p]) for p in order), key=lambda t: t[2])  # sort.Sort: not stable
-    wasted = sum(t[2] for t in ineff)
-    user = sum(lst.size for lst in listings[1:])
-    pct = wasted / user if user else 0.0
-    return DiveNumbers(score, wasted, user, pct, ineff)
-
-
 # ---------------------------------------------------------------------------------------------
 # What is truly hidden: the overlay stacking, entry by entry
 # ---------------------------------------------------------------------------------------------
@@ -448,39 +354,180 @@ class Stacking:
     removes: list[int]      # per layer: bytes of lower layers this layer hides
 
 
-def overlay(listings: Sequence[Listing]) -> Stacking:
-    """Stack the layers as overlayfs does and record every file version a later layer hides.
+class Stacker:
+    """Stacks layers one by one, keeping both dive's bookkeeping and the overlay truth.
 
-    Unlike dive's figure this counts exactly what a container can no longer see but still ships:
-    an overwritten file's old version (not the kept one), a deleted file, every file under a deleted
-    directory, and everything below an opaque directory (``.wh..wh..opq``, written by
-    ``rm -rf d && mkdir d``).
+    Its state after layers 0..k depends only on those layers, so it is snapshotted (``dumps``) under
+    the chain of their diff_ids: re-analysing a version that shares them resumes from the snapshot
+    and stacks only the new layers. Snapshots hold plain containers only (``marshal``, no code).
     """
-    n = len(listings)
-    view: dict[str, tuple[int, int, str]] = {}
-    kids: dict[str, set[str]] = {}
-    hidden: list[Hidden] = []
-    added, replaced, hidden_later, removes = [0] * n, [0] * n, [0] * n, [0] * n
 
-    def hide(p: str, by: int, how: str, *, subtree_how: str) -> None:
-        for c in list(kids.pop(p, ())):
-            hide(c, by, subtree_how, subtree_how=subtree_how)
-        rec = view.pop(p, None)
+    VERSION = 1
+    _FIELDS = ("cum", "mins", "count", "order", "dstack", "dkids", "view", "okids", "hidden", "sizes", "files",
+               "added", "replaced", "hidden_later", "removes")
+
+    def __init__(self) -> None:
+        # dive: per path cumulative/min/count over leaves; the order paths reached 2 references;
+        # the stack of the layers so far with dive's semantics (path -> (is_dir, size)) and its children
+        self.cum: dict[str, int] = {}
+        self.mins: dict[str, int] = {}
+        self.count: dict[str, int] = {}
+        self.order: list[str] = []
+        self.dstack: dict[str, tuple[bool, int]] = {}
+        self.dkids: dict[str, set[str]] = {}
+        # overlay: the visible filesystem (path -> (layer, size, kind)), its children index, the
+        # hidden versions (path, size, kind, added_by, removed_by, how), per-layer counters
+        self.view: dict[str, tuple[int, int, str]] = {}
+        self.okids: dict[str, set[str]] = {}
+        self.hidden: list[tuple[str, int, str, int, int, str]] = []
+        self.sizes: list[int] = []
+        self.files: list[int] = []
+        self.added: list[int] = []
+        self.replaced: list[int] = []
+        self.hidden_later: list[int] = []
+        self.removes: list[int] = []
+
+    def dumps(self) -> bytes:
+        import marshal
+
+        return zlib.compress(marshal.dumps((self.VERSION, [getattr(self, f) for f in self._FIELDS])), 1)
+
+    @classmethod
+    def loads(cls, blob: bytes) -> Stacker | None:
+        """The stacker a snapshot holds, or None if it is unreadable or from another version."""
+        import marshal
+
+        try:
+            version, values = marshal.loads(zlib.decompress(blob))
+        except (ValueError, EOFError, TypeError, zlib.error):
+            return None
+        if version != cls.VERSION or len(values) != len(cls._FIELDS):
+            return None
+        st = cls()
+        for f, v in zip(cls._FIELDS, values, strict=True):
+            setattr(st, f, v)
+        return st
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def add(self, listing: Listing) -> None:
+        i = len(self.sizes)
+        self.sizes.append(listing.size)
+        self.files.append(listing.files)
+        for counter in (self.added, self.replaced, self.hidden_later, self.removes):
+            counter.append(0)
+        self._dive(listing)
+        self._overlay(i, listing)
+
+    # -- dive ------------------------------------------------------------------------------------
+    def _stack_remove(self, p: str) -> None:
+        for c in list(self.dkids.pop(p, ())):
+            self._stack_remove(c)
+        if p in self.dstack:
+            del self.dstack[p]
+            s = self.dkids.get(_dirname(p))
+            if s is not None:
+                s.discard(p)
+
+    def _stack_add(self, p: str, info: tuple[bool, int]) -> None:
+        if p not in self.dstack:
+            parent = _dirname(p)
+            if parent and parent not in self.dstack:
+                self._stack_add(parent, (False, 0))
+            self.dkids.setdefault(parent, set()).add(p)
+        self.dstack[p] = info
+
+    def _subtree_size(self, p: str) -> int:
+        total = self.dstack[p][1]
+        for c in self.dkids.get(p, ()):
+            total += self._subtree_size(c)
+        return total
+
+    def _dive(self, listing: Listing) -> None:
+        nodes: dict[str, tuple[bool, int]] = {}
+        parents: set[str] = set()
+        for path, kind, size in listing.entries:
+            if kind in (OPAQUE_K, META_K):
+                chain = _dirname(path)  # dive drops the entry but still creates its directory
+            else:
+                nodes[path] = (kind == DIR, size)
+                chain = _dirname(path)
+                if chain:
+                    parents.add(chain)
+            while chain and chain not in nodes:  # a node present already has its ancestors
+                nodes[chain] = (False, 0)
+                up = _dirname(chain)
+                if up:
+                    parents.add(up)
+                chain = up
+        leaves = [p for p in nodes if p not in parents]
+        visit = _leaf_sizes(leaves, nodes, self.dstack, self._subtree_size)
+        if visit is None:  # a whiteout of nothing: dive stops there, in its child-first sorted order
+            visit = _leaf_sizes(sorted(leaves, key=_sort_key_child_first), nodes, self.dstack,
+                                self._subtree_size, stop_at_missing=True)
+        cum, mins, count = self.cum, self.mins, self.count
+        for key, size in visit or ():
+            if key not in cum:
+                cum[key], mins[key], count[key] = 0, size, 0
+            cum[key] += size
+            if size < mins[key]:
+                mins[key] = size
+            count[key] += 1
+            if count[key] == 2:
+                self.order.append(key)
+        # dive's Stack(): whiteouts remove, the others (re)set their payload. Real layers never both
+        # remove and add one path, so the order of these updates does not change the result.
+        for path, info in nodes.items():
+            base = _basename(path)
+            if base.startswith(WHITEOUT):
+                self._stack_remove(_join(_dirname(path), base[len(WHITEOUT):]))
+            else:
+                self._stack_add(path, info)
+
+    def dive_numbers(self) -> DiveNumbers:
+        """dive's efficiency score and wasted bytes (wagoodman/dive ``filetree/efficiency.go``).
+
+        Per layer, dive visits the *leaves* of the layer's own tree (entries with no child entry in
+        that layer; ``.wh..wh..*`` entries are dropped). A leaf's size is its tar size; a ``.wh.``
+        leaf counts the whole subtree it deletes if that was a directory in the stack of the layers
+        below, else 0. Per path: ``cumulative`` = the sum of those sizes over all layers, ``min`` =
+        the smallest. ``efficiency = Σmin / Σcumulative`` (1.0 when empty); ``wasted bytes =
+        Σcumulative`` over paths seen in 2+ layers — so the copy that is kept counts too, a deleted
+        file counts once, a deleted directory counts 0 (its whiteout is a single leaf) and an opaque
+        directory (``rm -rf d && mkdir d``) counts nothing. ``wasted %`` divides by the size of all
+        layers but the first. Like dive, a layer's visit stops at a whiteout whose target is missing.
+        """
+        discovered = sum(self.cum.values())
+        minimum = sum(self.mins.values())
+        score = 1.0 if discovered == 0 else minimum / discovered
+        ineff = sorted(((p, self.count[p], self.cum[p]) for p in self.order), key=lambda t: t[2])
+        wasted = sum(t[2] for t in ineff)
+        user = sum(self.sizes[1:])
+        return DiveNumbers(score, wasted, user, wasted / user if user else 0.0, ineff)
+
+    # -- overlay ---------------------------------------------------------------------------------
+    def _hide(self, p: str, by: int, how: str, subtree_how: str) -> None:
+        for c in list(self.okids.pop(p, ())):
+            self._hide(c, by, subtree_how, subtree_how)
+        rec = self.view.pop(p, None)
         if rec is None:
             return
-        kids.get(_dirname(p), set()).discard(p)
+        s = self.okids.get(_dirname(p))
+        if s is not None:
+            s.discard(p)
         layer, size, kind = rec
         if kind != DIR:
-            hidden.append(Hidden(p, size, kind, layer, by, how))
-            hidden_later[layer] += size
-            removes[by] += size
+            self.hidden.append((p, size, kind, layer, by, how))
+            self.hidden_later[layer] += size
+            self.removes[by] += size
 
-    for i, listing in enumerate(listings):
+    def _overlay(self, i: int, listing: Listing) -> None:
+        view, okids = self.view, self.okids
         for path, kind, _ in listing.entries:
             if kind == OPAQUE_K:
-                d = _dirname(path)
-                for c in list(kids.get(d, ())):
-                    hide(c, i, "under an opaque directory", subtree_how="under an opaque directory")
+                for c in list(okids.get(_dirname(path), ())):
+                    self._hide(c, i, "under an opaque directory", "under an opaque directory")
         for path, kind, size in listing.entries:
             if kind in (OPAQUE_K, META_K):
                 continue
@@ -490,20 +537,48 @@ def overlay(listings: Sequence[Listing]) -> Stacking:
                 rec = view.get(target)
                 if rec is not None:
                     how = "deleted directory" if rec[2] == DIR else "deleted"
-                    hide(target, i, how, subtree_how="deleted with its directory")
+                    self._hide(target, i, how, "deleted with its directory")
                 continue
             old = view.get(path)
             if old is not None:
                 if old[2] == DIR and kind != DIR:
-                    hide(path, i, "replaced directory", subtree_how="replaced directory")
+                    self._hide(path, i, "replaced directory", "replaced directory")
                 elif old[2] != DIR:
-                    hide(path, i, "overwritten", subtree_how="overwritten")
-                replaced[i] += size
+                    self._hide(path, i, "overwritten", "overwritten")
+                self.replaced[i] += size
             else:
-                added[i] += size
+                self.added[i] += size
             view[path] = (i, size, kind)
-            kids.setdefault(_dirname(path), set()).add(path)
-    return Stacking(hidden, view, added, replaced, hidden_later, removes)
+            okids.setdefault(_dirname(path), set()).add(path)
+
+    def stacking(self) -> Stacking:
+        """What is truly hidden: overlayfs' view, and every file version a later layer hides.
+
+        Unlike dive's figure this counts exactly what a container can no longer see but still
+        ships: an overwritten file's old version (not the kept one), a deleted file, every file
+        under a deleted directory, and everything below an opaque directory (``.wh..wh..opq``,
+        written by ``rm -rf d && mkdir d``).
+        """
+        return Stacking([Hidden(*h) for h in self.hidden], dict(self.view), list(self.added),
+                        list(self.replaced), list(self.hidden_later), list(self.removes))
+
+
+def stack(listings: Iterable[Listing], start: Stacker | None = None) -> Stacker:
+    """Stack ``listings`` on top of ``start`` (a fresh stacker by default)."""
+    st = start or Stacker()
+    for listing in listings:
+        st.add(listing)
+    return st
+
+
+def dive_efficiency(listings: Sequence[Listing]) -> DiveNumbers:
+    """dive's numbers for these layers (see :meth:`Stacker.dive_numbers`)."""
+    return stack(listings).dive_numbers()
+
+
+def overlay(listings: Sequence[Listing]) -> Stacking:
+    """The overlay truth for these layers (see :meth:`Stacker.stacking`)."""
+    return stack(listings).stacking()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,20 +706,31 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
-def build_report(image: str, image_id: str, source: str, listings: Sequence[Listing],
+def build_report(image: str, image_id: str, source: str, diff_ids: Sequence[str], stacker: Stacker,
                  config: Mapping[str, Any]) -> LayerReport:
-    """Compute the report from the ordered listings and the image config (pure, no I/O)."""
-    dive = dive_efficiency(listings)
-    st = overlay(listings)
-    hist = instructions_for(config, len(listings))
-    infos = [LayerInfo(i, lst.diff_id, short_instruction(hist[i][0]), hist[i][0], lst.size, lst.files,
+    """The report of an image whose layers ``stacker`` has stacked, with the image config (no I/O)."""
+    dive = stacker.dive_numbers()
+    st = stacker.stacking()
+    hist = instructions_for(config, len(diff_ids))
+    infos = [LayerInfo(i, diff_id, short_instruction(hist[i][0]), hist[i][0], stacker.sizes[i], stacker.files[i],
                        st.added[i], st.replaced[i], st.hidden_later[i], st.removes[i])
-             for i, lst in enumerate(listings)]
+             for i, diff_id in enumerate(diff_ids)]
     return LayerReport(image=image, image_id=image_id, source=source, layers=infos,
                        efficiency=dive.efficiency, wasted_bytes=dive.wasted_bytes,
                        wasted_percent=dive.wasted_user_percent, user_size=dive.user_size,
                        hidden_bytes=sum(h.size for h in st.hidden), hidden=st.hidden,
                        inefficient=dive.inefficiencies, view=st.view)
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """Docker-style chain ids: ``chain[k]`` names the stack of layers 0..k."""
+    import hashlib
+
+    out, prev = [], ""
+    for d in diff_ids:
+        prev = d if not prev else "sha256:" + hashlib.sha256(f"{prev} {d}".encode()).hexdigest()
+        out.append(prev)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,6 +752,27 @@ class LayerCache:
                     f"SELECT diff_id, listing FROM layer_cache WHERE diff_id IN ({marks})", chunk):
                 out[diff_id] = Listing.unpack(diff_id, blob)
         return out
+
+    def snapshot(self, chain: Sequence[str]) -> tuple[Stacker | None, int]:
+        """The longest stacked prefix of ``chain`` that was snapshotted, and its length."""
+        if not chain:
+            return None, 0
+        marks = ",".join("?" for _ in chain)
+        rows = self.history.execute(f"SELECT n_layers, state FROM layer_states WHERE chain_id IN ({marks})"
+                                    " ORDER BY n_layers DESC LIMIT 1", list(chain))
+        if rows:
+            st = Stacker.loads(rows[0][1])
+            if st is not None and len(st) == rows[0][0]:
+                return st, rows[0][0]
+        return None, 0
+
+    def put_snapshot(self, chain_id: str, stacker: Stacker) -> None:
+        with self.history.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO layer_states (chain_id, n_layers, state, ts) VALUES (?, ?, ?, ?)",
+                         (chain_id, len(stacker), stacker.dumps(), time.time()))
+
+    def has_snapshot(self, chain_id: str) -> bool:
+        return bool(self.history.execute("SELECT 1 FROM layer_states WHERE chain_id=?", (chain_id,)))
 
     def put(self, listing: Listing, *, source: str, seconds: float) -> None:
         with self.history.transaction() as conn:
@@ -907,9 +1014,41 @@ def analyze(image: str, *, source: str = "auto", engine: Engine | None = None, r
     return rep
 
 
-def _missing(lc: LayerCache | None, diff_ids: Sequence[str]) -> tuple[dict[str, Listing], list[str]]:
-    known = lc.get(diff_ids) if lc else {}
-    return known, [d for d in dict.fromkeys(diff_ids) if d not in known]
+@dataclass
+class _Plan:
+    """What an analysis needs: a snapshot to resume from (covering ``done`` layers), cached listings
+    for the rest (``known``), and the layers to read (``missing``)."""
+
+    diff_ids: list[str]
+    chain: list[str]
+    start: Stacker | None
+    done: int
+    known: dict[str, Listing]
+    missing: list[str]
+
+    def finish(self, image: str, image_id: str, source: str, fresh: Mapping[str, Listing],
+               config: Mapping[str, Any], lc: LayerCache | None) -> LayerReport:
+        st = self.start or Stacker()
+        n = len(self.diff_ids)
+        for i in range(self.done, n):
+            if lc is not None and i == n - 1 and i > 0 and not lc.has_snapshot(self.chain[i - 1]):
+                lc.put_snapshot(self.chain[i - 1], st)  # the next version usually changes the last layer
+            d = self.diff_ids[i]
+            st.add(fresh.get(d) or self.known[d])
+        if lc is not None and n and self.done < n:
+            lc.put_snapshot(self.chain[-1], st)
+        rep = build_report(image, image_id, source, self.diff_ids, st, config)
+        rep.cache_hits = n - len(self.missing)
+        rep.cache_misses = len(self.missing)
+        return rep
+
+
+def _plan(lc: LayerCache | None, diff_ids: Sequence[str]) -> _Plan:
+    chain = chain_ids(diff_ids)
+    start, done = lc.snapshot(chain) if lc else (None, 0)
+    rest = list(diff_ids[done:])
+    known = lc.get(rest) if lc else {}
+    return _Plan(list(diff_ids), chain, start, done, known, [d for d in dict.fromkeys(rest) if d not in known])
 
 
 def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source: str,
@@ -917,7 +1056,8 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
     image_id = info["Id"]
     diff_ids = list((info.get("RootFS") or {}).get("Layers") or [])
     ref = image_id  # never a bare repository: `docker save repo` exports every tag
-    known, missing = _missing(lc, diff_ids)
+    plan = _plan(lc, diff_ids)
+    missing = plan.missing
     dirs = layer_dirs(info) if source in ("auto", "dirs") else None
     if source == "dirs" and dirs is None:
         raise LayerError(f"the layer directories of {image} are not readable here",
@@ -944,11 +1084,7 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
             fresh[diff_id] = got[diff_id]
             if lc:
                 lc.put(got[diff_id], source="save", seconds=per)
-    listings = [fresh.get(d) or known[d] for d in diff_ids]
-    rep = build_report(image, image_id, used, listings, config or {})
-    rep.cache_hits = len(diff_ids) - len(missing)
-    rep.cache_misses = len(missing)
-    return rep
+    return plan.finish(image, image_id, used, fresh, config or {}, lc)
 
 
 def _analyze_registry(image: str, registry: str | None, lc: LayerCache | None) -> LayerReport:
@@ -961,25 +1097,22 @@ def _analyze_registry(image: str, registry: str | None, lc: LayerCache | None) -
     blobs = [x["digest"] for x in manifest["layers"]]
     if len(blobs) != len(diff_ids):
         raise LayerError(f"{image}: the manifest lists {len(blobs)} layers, the config {len(diff_ids)}")
-    known, missing = _missing(lc, diff_ids)
+    plan = _plan(lc, diff_ids)
+    missing = plan.missing
     fresh: dict[str, Listing] = {}
     for diff_id, blob in zip(diff_ids, blobs, strict=True):
         if diff_id in missing and diff_id not in fresh:
             t = time.perf_counter()
             r = reg.get(f"{repo}/blobs/{blob}", stream=True)
             try:
-                fresh[diff_id] = scan_tar(r.raw, diff_id)
+                fresh[diff_id] = scan_tar(_IterReader(r.iter_content(1 << 20)), diff_id)
             except (LayerError, OSError, EOFError) as exc:
                 raise LayerError(f"blob {blob} of {image} is not a readable layer tar: {exc}") from exc
             finally:
                 r.close()
             if lc:
                 lc.put(fresh[diff_id], source="registry", seconds=time.perf_counter() - t)
-    listings = [fresh.get(d) or known[d] for d in diff_ids]
-    rep = build_report(image, config_digest, "registry", listings, config)
-    rep.cache_hits = len(diff_ids) - len(missing)
-    rep.cache_misses = len(missing)
-    return rep
+    return plan.finish(image, config_digest, "registry", fresh, config, lc)
 
 
 def _record(store: History, rep: LayerReport, record: bool) -> None:

@@ -130,6 +130,10 @@ def test_cache_is_hit_on_shared_layers(engine, lab, images, store):
     child = layers.analyze(images["child"], source="dirs", engine=engine, history=store)
     assert (child.cache_hits, child.cache_misses) == (n, 1)  # only the new layer was read
     assert child.layers[-1].bytes_added == 12345
+    # resumed from the snapshot of the shared layers' stack: the same report as from scratch
+    scratch = layers.analyze(images["child"], source="dirs", engine=engine, history=store, cache=False, record=False)
+    assert child.fingerprint() == scratch.fingerprint()
+    assert store.execute("SELECT COUNT(*) FROM layer_states")[0][0] >= 2
     # the same listings serve every source: the save stream is not even opened for a known image
     again = layers.analyze(images["child"], source="save", engine=engine, history=store)
     assert (again.cache_hits, again.cache_misses) == (n + 1, 0)
