@@ -362,17 +362,16 @@ class Stacker:
     and stacks only the new layers. Snapshots hold plain containers only (``marshal``, no code).
     """
 
-    VERSION = 1
-    _FIELDS = ("cum", "mins", "count", "order", "dstack", "dkids", "view", "okids", "hidden", "sizes", "files",
+    VERSION = 2
+    _FIELDS = ("cum", "multi", "dstack", "dkids", "view", "okids", "hidden", "sizes", "files",
                "added", "replaced", "hidden_later", "removes")
 
     def __init__(self) -> None:
-        # dive: per path cumulative/min/count over leaves; the order paths reached 2 references;
-        # the stack of the layers so far with dive's semantics (path -> (is_dir, size)) and its children
+        # dive: per path the cumulative size over leaves, and [min, count] once a path is seen twice
+        # (in that order); the stack of the layers so far with dive's semantics (path -> (is_dir,
+        # size)) and its children
         self.cum: dict[str, int] = {}
-        self.mins: dict[str, int] = {}
-        self.count: dict[str, int] = {}
-        self.order: list[str] = []
+        self.multi: dict[str, list[int]] = {}
         self.dstack: dict[str, tuple[bool, int]] = {}
         self.dkids: dict[str, set[str]] = {}
         # overlay: the visible filesystem (path -> (layer, size, kind)), its children index, the
@@ -466,16 +465,19 @@ class Stacker:
         if visit is None:  # a whiteout of nothing: dive stops there, in its child-first sorted order
             visit = _leaf_sizes(sorted(leaves, key=_sort_key_child_first), nodes, self.dstack,
                                 self._subtree_size, stop_at_missing=True)
-        cum, mins, count = self.cum, self.mins, self.count
+        cum, multi = self.cum, self.multi
         for key, size in visit or ():
-            if key not in cum:
-                cum[key], mins[key], count[key] = 0, size, 0
-            cum[key] += size
-            if size < mins[key]:
-                mins[key] = size
-            count[key] += 1
-            if count[key] == 2:
-                self.order.append(key)
+            old = cum.get(key)
+            if old is None:
+                cum[key] = size
+                continue
+            m = multi.get(key)
+            if m is None:
+                multi[key] = [min(old, size), 2]
+            else:
+                m[0] = min(m[0], size)
+                m[1] += 1
+            cum[key] = old + size
         # dive's Stack(): whiteouts remove, the others (re)set their payload. Real layers never both
         # remove and add one path, so the order of these updates does not change the result.
         for path, info in nodes.items():
@@ -499,9 +501,9 @@ class Stacker:
         layers but the first. Like dive, a layer's visit stops at a whiteout whose target is missing.
         """
         discovered = sum(self.cum.values())
-        minimum = sum(self.mins.values())
+        minimum = discovered - sum(self.cum[p] - m[0] for p, m in self.multi.items())
         score = 1.0 if discovered == 0 else minimum / discovered
-        ineff = sorted(((p, self.count[p], self.cum[p]) for p in self.order), key=lambda t: t[2])
+        ineff = sorted(((p, m[1], self.cum[p]) for p, m in self.multi.items()), key=lambda t: t[2])
         wasted = sum(t[2] for t in ineff)
         user = sum(self.sizes[1:])
         return DiveNumbers(score, wasted, user, wasted / user if user else 0.0, ineff)
@@ -1035,7 +1037,7 @@ class _Plan:
                 lc.put_snapshot(self.chain[i - 1], st)  # the next version usually changes the last layer
             d = self.diff_ids[i]
             st.add(fresh.get(d) or self.known[d])
-        if lc is not None and n and self.done < n:
+        if lc is not None and n - self.done > 1:  # stacking one layer on a snapshot is cheaper than storing
             lc.put_snapshot(self.chain[-1], st)
         rep = build_report(image, image_id, source, self.diff_ids, st, config)
         rep.cache_hits = n - len(self.missing)
