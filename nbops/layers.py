@@ -1254,39 +1254,41 @@ def trend(name: str, *, history: History | None = None, engine: Engine | None = 
     from . import history as history_mod
 
     store = history if history is not None else history_mod.default()
-    sql = ("SELECT id AS build_id, ts, tags, image_id, size AS build_size FROM builds WHERE name=? AND ok=1"
-           " AND image_id IS NOT NULL ORDER BY ts, id")
-    builds = store.frame(sql, (name,))
-    if limit is not None:
-        builds = builds.tail(limit)
     cols = ["build_id", "ts", "time", "version", "image_id", "layer", "diff_id", "instruction", "size",
             "total_size"]
-    if builds.empty:
+    where = "b.name = ? AND b.ok = 1 AND b.image_id IS NOT NULL"
+    params: list[Any] = [name]
+    if limit is not None:
+        where += (" AND b.id IN (SELECT id FROM builds WHERE name = ? AND ok = 1 AND image_id IS NOT NULL"
+                  " ORDER BY ts DESC, id DESC LIMIT ?)")
+        params += [name, int(limit)]
+    # one query: each build, the latest analysis of its image, that analysis' layers
+    sql = ("SELECT b.id AS build_id, b.ts, CASE WHEN json_valid(b.tags) AND json_type(b.tags) = 'array'"
+           " THEN json_extract(b.tags, '$[0]') ELSE b.tags END AS tags,"
+           " b.image_id, b.size AS build_size, l.idx AS layer, l.diff_id,"
+           " l.instruction, l.size FROM builds b"
+           " LEFT JOIN analysis_layers l ON l.analysis_id ="
+           " (SELECT MAX(a.id) FROM layer_analyses a WHERE a.image_id = b.image_id)"
+           f" WHERE {where} ORDER BY b.ts, b.id, l.idx")
+    df = store.frame(sql, params)
+    if df.empty:
         return pd.DataFrame(columns=cols)
-
-    def analysed() -> pd.DataFrame:
-        ids = list(dict.fromkeys(builds["image_id"]))
-        marks = ",".join("?" for _ in ids)
-        return store.frame(
-            "SELECT a.image_id, l.idx AS layer, l.diff_id, l.instruction, l.size FROM analysis_layers l "
-            "JOIN layer_analyses a ON a.id = l.analysis_id WHERE a.id IN (SELECT MAX(id) FROM layer_analyses"
-            f" WHERE image_id IN ({marks}) GROUP BY image_id)", ids)
-
-    layers_df = analysed()
-    missing = set(builds["image_id"]) - set(layers_df["image_id"])
+    missing = sorted(set(df.loc[df["layer"].isna(), "image_id"]))
     if missing and analyze_missing:
-        for image_id in sorted(missing):
+        for image_id in missing:
             try:
                 analyze(image_id, engine=engine, history=store, source=source)
             except NotFound:
                 continue
-        layers_df = analysed()
-    df = builds.merge(layers_df, on="image_id", how="left")
-    df["version"] = [_version_label(t, i) for t, i in zip(df["tags"], df["image_id"], strict=True)]
+        df = store.frame(sql, params)
+    builds = df.drop_duplicates("build_id")
+    labels = {b: _version_label(t, i) for b, t, i in zip(builds["build_id"], builds["tags"], builds["image_id"],
+                                                          strict=True)}
+    df["version"] = df["build_id"].map(labels)
     df["time"] = pd.to_datetime(df["ts"], unit="s", utc=True)
     df["size"] = df["size"].where(df["layer"].notna(), df["build_size"])
     df["total_size"] = df.groupby("build_id")["size"].transform("sum")
-    return df[cols].reset_index(drop=True)
+    return df[cols]
 
 
 # ---------------------------------------------------------------------------------------------
