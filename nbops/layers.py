@@ -147,7 +147,10 @@ def _octal(field: bytes) -> int:
     if field and field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
         return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
     text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise TarFormatError("a tar header holds no valid number (not a tar stream?)") from None
 
 
 def _cstr(field: bytes) -> str:
@@ -177,7 +180,10 @@ def iter_tar(f: Any) -> Iterator[tuple[str, bytes, int, _Bounded]]:
         block = f.read(512)
         if len(block) < 512 or block.count(0) == 512:
             return
-        stored = _octal(block[148:156])
+        try:
+            stored = _octal(block[148:156])
+        except TarFormatError:
+            stored = -1
         if stored != sum(block[:148]) + 256 + sum(block[156:]):
             raise TarFormatError("bad tar header checksum (not a tar stream?)")
         size = _octal(block[124:136])

@@ -178,3 +178,35 @@ def test_cache_round_trip(history):
     assert list(got) == ["sha256:aa"] and got["sha256:aa"].entries == lst.entries
     row = history.execute("SELECT size, files, entries, source FROM layer_cache")
     assert row == [(9, 1, 2, "dirs")]
+
+
+def test_tar_reader_handles_gnu_long_names_and_rejects_garbage():
+    buf = io.BytesIO()
+    long = "d/" + "n" * 150
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo(long)
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+        link = tarfile.TarInfo("d/l")
+        link.type, link.linkname = tarfile.LNKTYPE, long
+        tar.addfile(link)
+    lst = layers.scan_tar(io.BytesIO(buf.getvalue()))
+    assert lst.entries == [(long, "f", 3), ("d/l", "h", 0)]
+    names = [(n, s, data.read()) for n, _, s, data in layers.iter_tar(io.BytesIO(buf.getvalue()))]
+    assert names == [(long, 3, b"abc"), ("d/l", 0, b"")]
+    with pytest.raises(layers.TarFormatError, match="checksum"):
+        layers.scan_tar(io.BytesIO(b"x" * 2048))
+    with pytest.raises(layers.TarFormatError, match="ended"):
+        layers.scan_tar(io.BytesIO(buf.getvalue()[:600]))
+
+
+def test_stacker_snapshot_resumes_to_the_same_result():
+    ls = [L(("a", "d", 0), ("a/x", "f", 5)), L(("a", "d", 0), ("a/x", "f", 7), ("a/.wh.y", "w", 0)),
+          L(("a", "d", 0), ("a/.wh.x", "w", 0))]
+    whole = layers.stack(ls)
+    resumed = layers.Stacker.loads(layers.stack(ls[:2]).dumps())
+    assert resumed is not None and len(resumed) == 2
+    layers.stack(ls[2:], resumed)
+    assert resumed.dive_numbers() == whole.dive_numbers()
+    assert resumed.stacking() == whole.stacking()
+    assert layers.Stacker.loads(b"not a snapshot") is None
