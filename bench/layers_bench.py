@@ -139,9 +139,12 @@ def main() -> int:
             n = sum(len(c) for c in engine.api.get_image(image_id, chunk_size=1 << 20))
             return time.perf_counter() - t, n
 
-        def run_warm(source: str) -> tuple[float, layers.LayerReport]:
+        def run_warm(source: str, *, in_process: bool = True) -> tuple[float, layers.LayerReport]:
             store = History(tmp / f"warm-{uuid.uuid4().hex[:6]}.sqlite")
+            layers.forget_recent()
             layers.analyze(images["wide"], source="dirs", engine=engine, history=store, record=True)
+            if not in_process:  # as a new process would: from the store's snapshot, not memory
+                layers.forget_recent()
             gc.collect()
             t = time.perf_counter()
             rep = layers.analyze(wide2, source=source, engine=engine, history=store)
@@ -169,16 +172,20 @@ def main() -> int:
                 print(f"   nbops save / dive = {s / d:.3f}   (target <= 0.6)")
             print(f"   nbops save / raw save = {s / w:.3f}   (1.0 is the floor of that path)")
 
-        warm_dirs, warm_save = [], []
+        warm_dirs, warm_store, warm_save = [], [], []
         for _ in range(args.reps):
             dt, rep = run_warm("dirs")
             warm_dirs.append(dt)
             assert (rep.cache_hits, rep.cache_misses) == (len(rep.layers) - 1, 1), (rep.cache_hits, rep.cache_misses)
+            warm_store.append(run_warm("dirs", in_process=False)[0])
             warm_save.append(run_warm("save")[0])
         cold = median(results["wide"]["dirs"])
         cold_save = median(results["wide"]["save"])
         print(f"\n== re-analysis of wide2 (1 of {len(rep.layers)} layers changed), cache warm with wide")
-        print(f"   dirs: {median(warm_dirs):.3f}s = {median(warm_dirs) / cold:.3f} x cold dirs (target <= 0.1)")
+        print(f"   dirs, same process: {median(warm_dirs):.3f}s = {median(warm_dirs) / cold:.3f} x cold dirs "
+              "(target <= 0.1)")
+        print(f"   dirs, from the store's snapshot (a new process): {median(warm_store):.3f}s = "
+              f"{median(warm_store) / cold:.3f} x cold dirs")
         print(f"   save: {median(warm_save):.3f}s = {median(warm_save) / cold_save:.3f} x cold save "
               "(the save stream cannot skip layers: it still carries every byte)")
 

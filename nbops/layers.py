@@ -24,6 +24,7 @@ import posixpath
 import stat
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -416,6 +417,20 @@ class Stacker:
     def __len__(self) -> int:
         return len(self.sizes)
 
+    def clone(self) -> Stacker:
+        """An independent copy (a few ms, where loading a snapshot takes tens)."""
+        st = Stacker.__new__(Stacker)
+        for f in self._FIELDS:
+            v = getattr(self, f)
+            if f in ("dkids", "okids"):
+                v = {k: set(c) for k, c in v.items()}
+            elif f == "multi":
+                v = {k: list(m) for k, m in v.items()}
+            else:
+                v = v.copy()
+            setattr(st, f, v)
+        return st
+
     def add(self, listing: Listing) -> None:
         i = len(self.sizes)
         self.sizes.append(listing.size)
@@ -744,6 +759,22 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # The cache (history store, keyed by diff_id)
 # ---------------------------------------------------------------------------------------------
+_RECENT: OrderedDict[str, Stacker] = OrderedDict()
+RECENT_STATES = 4
+
+
+def _remember(chain_id: str, stacker: Stacker) -> None:
+    _RECENT[chain_id] = stacker.clone()
+    _RECENT.move_to_end(chain_id)
+    while len(_RECENT) > RECENT_STATES:
+        _RECENT.popitem(last=False)
+
+
+def forget_recent() -> None:
+    """Drop the in-process stacked states (the history store keeps its snapshots)."""
+    _RECENT.clear()
+
+
 class LayerCache:
     """Layer listings in the history store, keyed by diff_id (content-addressed)."""
 
@@ -762,9 +793,18 @@ class LayerCache:
         return out
 
     def snapshot(self, chain: Sequence[str]) -> tuple[Stacker | None, int]:
-        """The longest stacked prefix of ``chain`` that was snapshotted, and its length."""
+        """The longest stacked prefix of ``chain`` that was snapshotted, and its length.
+
+        A state is a pure function of its chain id, so the few most recent ones are also kept in
+        this process (a notebook re-analysing its next version skips even the snapshot load).
+        """
         if not chain:
             return None, 0
+        for k in range(len(chain) - 1, -1, -1):
+            hot = _RECENT.get(chain[k])
+            if hot is not None:
+                _RECENT.move_to_end(chain[k])
+                return hot.clone(), k + 1
         marks = ",".join("?" for _ in chain)
         rows = self.history.execute(f"SELECT n_layers, state FROM layer_states WHERE chain_id IN ({marks})"
                                     " ORDER BY n_layers DESC LIMIT 1", list(chain))
@@ -775,6 +815,7 @@ class LayerCache:
         return None, 0
 
     def put_snapshot(self, chain_id: str, stacker: Stacker) -> None:
+        _remember(chain_id, stacker)
         with self.history.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO layer_states (chain_id, n_layers, state, ts) VALUES (?, ?, ?, ?)",
                          (chain_id, len(stacker), stacker.dumps(), time.time()))
@@ -1045,6 +1086,8 @@ class _Plan:
             st.add(fresh.get(d) or self.known[d])
         if lc is not None and n - self.done > 1:  # stacking one layer on a snapshot is cheaper than storing
             lc.put_snapshot(self.chain[-1], st)
+        elif lc is not None and n and self.done < n:
+            _remember(self.chain[-1], st)
         rep = build_report(image, image_id, source, self.diff_ids, st, config)
         rep.cache_hits = n - len(self.missing)
         rep.cache_misses = len(self.missing)
