@@ -12,7 +12,8 @@ fastest first: the local engine's overlay2 layer directories (``dirs``), a regis
 digest (``registry``), the ``docker save`` stream (``save``). Every source yields the same listing
 for the same layer, so the same report. Listings are cached in the history store keyed by the
 layer's diff_id (the sha256 of its uncompressed tar): a version that shares N-1 layers with a known
-one reads only its new layer.
+one reads only its new layer. The stacked state of layers 0..k (a :class:`Stacker`) is snapshotted
+by chain id too, so such a version is also *stacked* from its new layer only.
 """
 
 from __future__ import annotations
@@ -875,14 +876,6 @@ class _Peekable:
         return self.data.readinto(b)
 
 
-@dataclass
-class _Image:
-    ref: str
-    image_id: str
-    diff_ids: list[str]
-    config: dict[str, Any] | None
-
-
 def _inspect(engine: Engine, image: str) -> dict[str, Any]:
     return engine.call(f"inspect image {image}", engine.api.inspect_image, image)
 
@@ -928,7 +921,7 @@ def _recorded_config(store: History, image_id: str, n_layers: int) -> dict[str, 
     return {"history": [{"created_by": r[0] or ""} for r in rows]}
 
 
-def _scan_save(engine: Engine, ref: str, want: set[str] | None) -> tuple[dict[str, Listing], dict[str, Any], int]:
+def _scan_save(engine: Engine, ref: str) -> tuple[dict[str, Listing], dict[str, Any], int]:
     """Stream ``docker save ref`` once; list every layer tar in it. Returns (listings, config, bytes)."""
     chunks = engine.call(f"save {ref}", engine.api.get_image, ref, chunk_size=1 << 20)
     raw = _IterReader(chunks)
@@ -1127,7 +1120,7 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
         config = _recorded_config(lc.history, image_id, len(diff_ids))
     if dirs is None and (missing or config is None):
         t = time.perf_counter()
-        got, config, _ = _scan_save(engine, ref, set(missing))
+        got, config, _ = _scan_save(engine, ref)
         per = (time.perf_counter() - t) / max(1, len(got))
         for diff_id in missing:
             if diff_id not in got:
