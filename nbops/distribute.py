@@ -104,6 +104,18 @@ def target_ref(image: str, to: str | None, registry: str | None) -> str:
     return f"{default_registry(registry)}/{repo if _has_tag(repo) else repo + ':latest'}"
 
 
+def plan_ref(image: str, to: str | None = None, *, registry: str | None = None, template: str | None = None,
+             repo_path: str | None = None, **values: Any) -> str:
+    """Where a push goes: ``to`` if given, else the naming ``template`` rendered (git state of
+    ``repo_path``), else ``<registry>/<repo>:<tag>``."""
+    if to or not template:
+        return to if to and to.startswith(("dir:", "archive:")) else target_ref(image, to, registry)
+    from .naming import name_for
+
+    reg = registry or lab_registry() or ""
+    return name_for(image, template, registry=reg, repo_path=repo_path, **values)
+
+
 def push(
     image: str,
     to: str | None = None,
@@ -191,7 +203,7 @@ def push(
         store.record("pushes", {"ts": time.time(), "run_id": _history.current_run_id(), "image": image, "ref": ref,
                                 "duration_s": duration, "ok": False, "error": error or "no digest reported"})
         low = (error or "").lower()
-        if "unauthorized" in low or "authentication required" in low or "denied" in low:
+        if any(w in low for w in ("unauthorized", "authentication required", "denied", "no basic auth")):
             who = f"as {creds.username} ({creds.source})" if creds else "without credentials"
             raise AuthError(f"the registry refused the push of {ref} {who}: {error}",
                             hint="log in: %nbops registry login REGISTRY --user NAME (or %push --user NAME), "
@@ -341,7 +353,7 @@ def pull(
                                "source": full, "image": full, "duration_s": duration, "ok": False,
                                "error": error or "no digest reported"})
         low = (error or "").lower()
-        if "unauthorized" in low or "authentication required" in low or "denied" in low:
+        if any(w in low for w in ("unauthorized", "authentication required", "denied", "no basic auth")):
             who = f"as {creds.username} ({creds.source})" if creds else "without credentials"
             raise AuthError(f"the registry refused the pull of {full} {who}", ref=full,
                             hint="log in: %nbops registry login REGISTRY --user NAME, or check the password")
@@ -393,4 +405,4 @@ def _registry_of(ref: str) -> str | None:
     return None
 
 
-__all__ = ["push", "pull", "PushResult", "PullResult", "LayerPush", "LayerPull", "manifest_digest", "target_ref", "default_registry", "lab_registry"]
+__all__ = ["push", "pull", "plan_ref", "PushResult", "PullResult", "LayerPush", "LayerPull", "manifest_digest", "target_ref", "default_registry", "lab_registry"]
