@@ -75,7 +75,7 @@ def parse_reference(ref: str) -> Reference:
 def _why_invalid(ref: str) -> str:
     if not ref:
         return "give a name like registry:5000/team/app:1.0"
-    if ref != ref.strip():
+    if any(c.isspace() for c in ref):
         return "remove the spaces"
     name = ref.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
