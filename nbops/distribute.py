@@ -16,7 +16,7 @@ from . import history as _history
 from . import paths
 from ._display import card, frame_html, human_size, human_time
 from .engine import Engine
-from .errors import AuthError, ConfigError, PushError
+from .errors import AuthError, ConfigError, NbopsError, PushError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .naming import Policy
@@ -308,8 +308,14 @@ def pull(
     digest = None
     error = None
     with Progress(f"pull {full}", total=None, unit="B", unit_scale=True, requested=progress) as bar:
-        stream = engine.call(f"pull {full}", engine.api.pull, repo, tag=reference, stream=True, decode=True,
-                             auth_config=creds.auth_config() if creds else None)
+        try:
+            stream = engine.call(f"pull {full}", engine.api.pull, repo, tag=reference, stream=True, decode=True,
+                                 auth_config=creds.auth_config() if creds else None)
+        except NbopsError as exc:
+            (history or _history.default()).record("pulls", {
+                "ts": time.time(), "run_id": _history.current_run_id(), "kind": "registry", "source": full,
+                "image": full, "duration_s": time.monotonic() - t0, "ok": False, "error": exc.message})
+            raise
         try:
             for chunk in stream:
                 if "error" in chunk or "errorDetail" in chunk:
