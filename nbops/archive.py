@@ -419,7 +419,11 @@ class Layout:
 
 
 def split_dir_ref(spec: str, *, default_name: str | None = None) -> tuple[Path, str]:
-    """``dir:/share[/NAME:TAG]`` -> (layout root, ``NAME:TAG``)."""
+    """``dir:/share[/NAME:TAG]`` -> (layout root, ``NAME:TAG``).
+
+    NAME may hold slashes (``team/app:1``) when ``/share`` already holds a layout: the root is the
+    nearest parent with an ``index.json``; for a new share, the root is the parent of ``NAME:TAG``.
+    """
     path = spec[4:] if spec.startswith("dir:") else spec
     p = Path(path)
     if Layout(p).exists() or ":" not in p.name:
