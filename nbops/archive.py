@@ -109,7 +109,7 @@ def export(image: str, path: str | os.PathLike[str], *, engine: Engine | None = 
             sink: Any = _HashingWriter(raw, digest)
             out = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=0) if compress else sink
             stream = engine.call(f"save {name}", engine.api.get_image, name, chunk_size=CHUNK)
-            engine.call(f"save {name}", _copy_chunks, stream, out)
+            engine.call(f"save {name}", _copy_chunks, stream, out if compress else raw, None if compress else digest)
             if compress:
                 out.close()
         os.replace(tmp, dest)
@@ -129,9 +129,35 @@ def export(image: str, path: str | os.PathLike[str], *, engine: Engine | None = 
     return result
 
 
-def _copy_chunks(stream: Any, out: Any) -> None:
-    for chunk in stream:
+def _copy_chunks(stream: Any, out: Any, digest: Any = None) -> None:
+    """Copy the engine's stream to ``out`` (hashing into ``digest`` if given).
+
+    The socket is read in a second thread, so reading overlaps hashing and writing (both release the GIL).
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=16)
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for chunk in stream:
+                q.put(chunk)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            q.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while (chunk := q.get()) is not None:
+        if digest is not None:
+            digest.update(chunk)
         out.write(chunk)
+    reader.join()
+    if failure:
+        raise failure[0]
 
 
 class _HashingWriter(io.RawIOBase):

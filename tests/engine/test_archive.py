@@ -78,7 +78,6 @@ def test_shared_dir_dedup_and_round_trip(engine, images, tmp_path, history):
     base_layers = engine.client.images.get("nbops/busybox:latest").attrs["RootFS"]["Layers"]
     assert ra.blobs_written == len(ra.blobs)  # empty share: everything written
     rb = distribute.push(b, f"dir:{share}", engine=engine, history=history)
-    written = {x.digest for x in rb.blobs if x.status == "written"}
     skipped = {x.digest for x in rb.blobs if x.status == "exists"}
     assert set(base_layers) <= skipped  # the shared base is not copied again
     own = set(engine.client.images.get(b).attrs["RootFS"]["Layers"]) - set(base_layers)
