@@ -140,10 +140,11 @@ class NbopsMagics(Magics):
             if "id" not in kv or "src" not in kv:
                 raise UsageError(f"bad --secret {spec!r}: use id=NAME,src=FILE")
             secrets[kv["id"]] = kv["src"]
+        buildargs, labels = _pairs(args.build_arg, "--build-arg"), _pairs(args.label, "--label")
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
-                          buildargs=_pairs(args.build_arg, "--build-arg"), labels=_pairs(args.label, "--label"),
-                          target=args.target, nocache=args.no_cache, pull=args.pull, secrets=secrets,
-                          builder=args.builder or self.builder, progress=self._progress())
+                          buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
+                          pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
+                          progress=self._progress())
 
     # -- %push / %pull ------------------------------------------------------------------------
     @line_magic
@@ -214,8 +215,9 @@ class NbopsMagics(Magics):
         from . import deploy as core
 
         args = parse_argstring(self.deploy, line)
-        return core.deploy(args.image, name=args.name, replicas=args.replicas, publish=args.publish,
-                           env=_pairs(args.env, "--env"), orchestrator=args.orchestrator, engine=self.engine(),
+        env = _pairs(args.env, "--env")
+        return core.deploy(args.image, name=args.name, replicas=args.replicas, publish=args.publish, env=env,
+                           orchestrator=args.orchestrator, engine=self.engine(),
                            timeout=args.timeout or self.deploy_timeout)
 
     # -- %nbops -----------------------------------------------------------------------------------
