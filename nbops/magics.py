@@ -159,10 +159,11 @@ class NbopsMagics(Magics):
         from . import distribute
 
         args = parse_argstring(self.push, line)
+        engine = self.engine()
         ref = distribute.plan_ref(args.image, args.to, registry=self.registry, template=self.name_template,
                                   team=self.team or None)
         creds = self._credentials(ref, args.user)
-        return distribute.push(args.image, ref, engine=self.engine(), registry=self.registry, auth=creds,
+        return distribute.push(args.image, ref, engine=engine, registry=self.registry, auth=creds,
                                progress=self._progress(), policy=self.policy())
 
     @line_magic
@@ -177,8 +178,9 @@ class NbopsMagics(Magics):
         from . import distribute
 
         args = parse_argstring(self.pull, line)
+        engine = self.engine()
         creds = self._credentials(args.ref, args.user)
-        return distribute.pull(args.ref, engine=self.engine(), registry=self.registry, auth=creds, tag=args.tag,
+        return distribute.pull(args.ref, engine=engine, registry=self.registry, auth=creds, tag=args.tag,
                                progress=self._progress())
 
     def policy(self):
