@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=60, help="image payload in MB (random, spread over 4 layers)")
     args = ap.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="nbb-", dir="/tmp"))
+    home = Path(tempfile.mkdtemp(prefix="nbpush-", dir="/tmp"))
     os.environ["NBOPS_HOME"] = str(home)
     os.environ["NBOPS_HISTORY"] = str(home / "history.sqlite")
     os.environ["NBOPS_PROGRESS"] = "none"

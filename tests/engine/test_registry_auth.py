@@ -105,6 +105,29 @@ def test_credentials_from_docker_config(auth_registry, engine, image, history, t
     assert registry.credentials(auth_registry).source == "docker config"
 
 
+def test_credentials_from_a_credential_helper(auth_registry, engine, image, history, tmp_path, monkeypatch):
+    """docker's credential-helper protocol: `docker-credential-<name> get` reads the server on stdin."""
+    helper = tmp_path / "bin" / "docker-credential-nbtest"
+    helper.parent.mkdir()
+    store = tmp_path / "store.json"  # the helper's own store (a keychain stands here in real life)
+    store.write_text(json.dumps({auth_registry: {"Username": USER, "Secret": PASSWORD}}))
+    helper.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        "assert sys.argv[1] == 'get'\nserver = sys.stdin.read().strip()\n"
+        f"entry = json.load(open({str(store)!r})).get(server)\n"
+        "if not entry:\n    print('credentials not found in native keychain'); sys.exit(1)\n"
+        "print(json.dumps({'ServerURL': server, **entry}))\n")
+    helper.chmod(0o755)
+    (tmp_path / "config.json").write_text(json.dumps({"credHelpers": {auth_registry: "nbtest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
+    registry.logout(auth_registry)
+    creds = registry.credentials(auth_registry)
+    assert creds.username == USER and creds.source == "docker config credential helper"
+    res = distribute.push(image, f"{auth_registry}/team/helper:1", engine=engine, history=history)
+    assert res.verified
+
+
 def test_magic_user_prompt(auth_registry, ipshell, image, monkeypatch):
     registry.logout(auth_registry)
     answers = iter(["wrong-one", PASSWORD])
