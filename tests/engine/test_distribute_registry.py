@@ -138,3 +138,41 @@ def test_naming_template_push(ipshell, engine, lab, image, tmp_path, monkeypatch
     finally:
         engine.client.images.remove(other, force=True)
         engine.client.images.remove(f"{name}:2", force=True)
+
+
+@pytest.fixture
+def no_delete_registry(lab, tmp_path):
+    """A plain registry on the lab gateway whose storage has deletes disabled (the default)."""
+    import socket
+    import subprocess
+
+    from nbops.registry import wait_ready
+
+    gw = lab.state().gateway
+    with socket.socket() as s:
+        s.bind((gw, 0))
+        port = s.getsockname()[1]
+    (tmp_path / "config.yml").write_text(
+        f"version: 0.1\nlog: {{level: warn}}\nhttp: {{addr: '{gw}:{port}'}}\n"
+        f"storage: {{filesystem: {{rootdirectory: '{tmp_path}/data'}}}}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"{gw}:{port}")
+        yield f"{gw}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_delete_refused_where_the_registry_forbids_it(engine, image, history, no_delete_registry, ipshell):
+    from nbops.errors import RegistryError
+
+    res = distribute.push(image, f"{no_delete_registry}/nbtest/keep:1", engine=engine, history=history)
+    with pytest.raises(RegistryError, match="does not allow deletes"):
+        Registry(no_delete_registry).delete("nbtest/keep", "1")
+    assert Registry(no_delete_registry).digest("nbtest/keep", "1") == res.digest
+    layers = ipshell.run_line_magic("nbops", f"registry layers {no_delete_registry}/nbtest/keep:1")
+    assert len(layers) == len(res.layers) and layers["digest"].str.startswith("sha256:").all()
+    with pytest.raises(UsageError, match="does not allow deletes"):
+        ipshell.run_line_magic("nbops", f"registry delete {no_delete_registry}/nbtest/keep:1")
