@@ -34,6 +34,7 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 _NAME = rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
 REFERENCE = re.compile(rf"^{_NAME}(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
 NAME_MAX = 255
+MAY_BE_EMPTY = {"git_dirty"}  # a suffix: empty on a clean tree
 DEFAULT_IMMUTABLE = r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+.][0-9A-Za-z.-]+)?$"
 
 
@@ -166,7 +167,7 @@ def render(template: str, *, git: GitState | None = None, repo_path: str | Path 
             raise ConfigError(f"the name template {template!r} uses unknown field(s) {', '.join(unknown)}",
                               hint=f"known fields: {', '.join(sorted(known))}")
         value = next((known[a] for a in alts if known.get(a)), "")
-        if not value:
+        if not value and not set(alts) & MAY_BE_EMPTY:
             raise ConfigError(f"the name template field {{{field_name}}} is empty here",
                               hint="add an alternative, e.g. {git_tag|git_sha}, or set the value (%config NbopsMagics…)")
         out.append(value)
