@@ -107,6 +107,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX pulls_run ON pulls(run_id);
         """,
     ),
+    (
+        "0005_trend_indexes",
+        """
+        CREATE INDEX builds_trend ON builds(name, ts, id, image_id, size, tags)
+            WHERE ok = 1 AND image_id IS NOT NULL;
+        CREATE INDEX layer_analyses_latest ON layer_analyses(image_id, id);
+        """,
+    ),
 ]
 
 _TABLE_COLUMNS_CACHE: dict[tuple[str, str], list[str]] = {}

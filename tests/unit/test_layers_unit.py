@@ -210,3 +210,97 @@ def test_stacker_snapshot_resumes_to_the_same_result():
     assert resumed.dive_numbers() == whole.dive_numbers()
     assert resumed.stacking() == whole.stacking()
     assert layers.Stacker.loads(b"not a snapshot") is None
+
+
+def _slow_trend(store, name: str, limit: int | None = None):
+    """layers.trend as it was before the fast path (one joined query, version labels from a Python
+    loop over the frame), kept as the reference the fast path must reproduce exactly."""
+    import pandas as pd
+
+    cols = ["build_id", "ts", "time", "version", "image_id", "layer", "diff_id", "instruction", "size",
+            "total_size"]
+    where = "b.name = ? AND b.ok = 1 AND b.image_id IS NOT NULL"
+    params: list = [name]
+    if limit is not None:
+        where += (" AND b.id IN (SELECT id FROM builds WHERE name = ? AND ok = 1 AND image_id IS NOT NULL"
+                  " ORDER BY ts DESC, id DESC LIMIT ?)")
+        params += [name, int(limit)]
+    sql = ("SELECT b.id AS build_id, b.ts, CASE WHEN json_valid(b.tags) AND json_type(b.tags) = 'array'"
+           " THEN json_extract(b.tags, '$[0]') ELSE b.tags END AS tags,"
+           " b.image_id, b.size AS build_size, l.idx AS layer, l.diff_id,"
+           " l.instruction, l.size FROM builds b"
+           " LEFT JOIN analysis_layers l ON l.analysis_id ="
+           " (SELECT MAX(a.id) FROM layer_analyses a WHERE a.image_id = b.image_id)"
+           f" WHERE {where} ORDER BY b.ts, b.id, l.idx")
+    df = store.frame(sql, params)
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    builds = df.drop_duplicates("build_id")
+    labels = {b: layers._version_label(t, i)
+              for b, t, i in zip(builds["build_id"], builds["tags"], builds["image_id"], strict=True)}
+    df["version"] = df["build_id"].map(labels)
+    df["time"] = pd.to_datetime(df["ts"], unit="s", utc=True)
+    df["size"] = df["size"].where(df["layer"].notna(), df["build_size"])
+    df["total_size"] = df.groupby("build_id")["size"].transform("sum")
+    return df[cols]
+
+
+def _synthetic_store(store, n: int = 10_000) -> None:
+    """n recorded builds of "app" (plus noise) over a few shared and many unique layers, with every
+    odd case the trend must keep: tags as a JSON array, a plain string, empty, NULL, a non-string
+    first element, broken JSON; images analysed twice (the latest wins), never analysed, or with
+    an analysis of no layers; failed builds, other names, equal timestamps, NULL sizes."""
+    import random
+
+    rnd = random.Random(4)
+    tag_forms = ['["app:{b}", "app:latest"]', "app:{b}, app:latest", "", None, "[7]", "[bad", "[]",
+                 ' ["app:{b}"]', '[["app:{b}"]]', '[" app:{b} ,x"]']
+    with store.transaction() as c:
+        for b in range(n):
+            image = b // 3  # some builds rebuild the same image
+            image_id = f"sha256:{image:064x}"
+            form = tag_forms[b % len(tag_forms)] if b % 7 == 0 else tag_forms[0]
+            tags = form.format(b=b) if form is not None else None
+            c.execute("INSERT INTO builds (ts, name, tags, image_id, size, ok) VALUES (?,?,?,?,?,?)",
+                      (1.7e9 + b - (b % 5 == 1), "app" if b % 50 else "other", tags,
+                       None if b % 997 == 0 else image_id, None if b % 101 == 0 else rnd.randint(1, 10**8),
+                       0 if b % 211 == 0 else 1))
+            if b % 3 or image % 13 == 0:  # analyse each image once, or twice, or (1 in 13) never
+                continue
+            for again in range(1 + (image % 5 == 0)):
+                aid = c.execute("INSERT INTO layer_analyses (ts, image, image_id) VALUES (?,?,?)",
+                                (1.7e9 + b + again, f"app:{b}", image_id)).lastrowid
+                n_layers = 0 if image % 89 == 0 else 3 + (image + again) % 4
+                ids = [f"sha256:{i:064x}" for i in range(3)] + [f"sha256:{image * 10 + i:064x}" for i in range(4)]
+                c.executemany("INSERT INTO analysis_layers (analysis_id, idx, diff_id, instruction, size)"
+                              " VALUES (?,?,?,?,?)",
+                              [(aid, i, ids[i], None if i == 5 else f"RUN step {i} of {image // 100}",
+                                None if (image + i) % 307 == 0 else rnd.randint(0, 10**7))
+                               for i in range(n_layers)])
+
+
+def test_trend_fast_path_equals_the_slow_path_over_10000_builds(history):
+    import pandas as pd
+
+    _synthetic_store(history)
+    assert history.execute("SELECT count(*) FROM builds")[0][0] == 10_000
+    for limit in (None, 300, 1):
+        fast = layers.trend("app", history=history, analyze_missing=False, limit=limit)
+        slow = _slow_trend(history, "app", limit)
+        assert len(fast) > (0 if limit else 30_000)
+        pd.testing.assert_frame_equal(fast.reset_index(drop=True), slow.reset_index(drop=True))
+    # a sample of builds, checked against the store by hand
+    fast = layers.trend("app", history=history, analyze_missing=False)
+    assert fast["layer"].isna().any() and fast["layer"].notna().any()
+    for b in (4, 8, 43, 4999, 9998):  # tags '["app:{b}", ...]', ok, analysed (ids start at 1)
+        rows = fast[fast["build_id"] == b + 1]
+        assert set(rows["version"]) == {f"app:{b}"}
+        (image_id,), = history.execute("SELECT image_id FROM builds WHERE id=?", (b + 1,))
+        (aid,), = history.execute("SELECT MAX(id) FROM layer_analyses WHERE image_id=?", (image_id,))
+        expect = history.execute("SELECT idx, diff_id, size FROM analysis_layers WHERE analysis_id=? ORDER BY idx",
+                                 (aid,))
+        assert len(expect) >= 3
+        assert [(int(x), d, int(z)) for x, d, z in zip(rows["layer"], rows["diff_id"], rows["size"], strict=True)] \
+            == expect
+        assert (rows["total_size"] == sum(z for _, _, z in expect)).all()
+    assert layers.trend("no-such-app", history=history, analyze_missing=False).empty
