@@ -110,8 +110,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         "0005_trend_indexes",
         """
-        CREATE INDEX builds_trend ON builds(name, ts, id, image_id, size, tags)
-            WHERE ok = 1 AND image_id IS NOT NULL;
         CREATE INDEX layer_analyses_latest ON layer_analyses(image_id, id);
         """,
     ),

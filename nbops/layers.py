@@ -1327,7 +1327,8 @@ def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
         where += (" AND b.id IN (SELECT id FROM builds b WHERE b.name = ? AND b.ok = 1 AND b.image_id IS NOT NULL"
                   " ORDER BY b.ts DESC, b.id DESC LIMIT ?)")
         params += [name, int(limit)]
-    # 1. the builds, each with the id of its image's latest analysis (index layer_analyses_latest) and
+    # 1. the builds (index builds_name_ts), each with the id of its image's latest analysis (MAX(id)
+    #    straight from index layer_analyses_latest, migration 0005) and
     #    the first of its tags (SQLite reads the JSON, not Python)
     rows = store.execute(
         "SELECT b.id, b.ts, CASE WHEN json_valid(b.tags) AND json_type(b.tags) = 'array'"
@@ -1342,21 +1343,56 @@ def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
                            "image_id": image_id, "build_size": build_size, "aid": aid})
     # 2. the layers of those analyses, in one query (the ids passed as one JSON array)
     ids = sorted({a for a in aid if a >= 0})
-    lrows = store.execute(
-        "SELECT analysis_id, idx, diff_id, instruction, size FROM analysis_layers"
-        " WHERE analysis_id IN (SELECT value FROM json_each(?)) ORDER BY analysis_id, idx",
-        (json.dumps(ids),)) if ids else []
-    lcols = [list(c) for c in zip(*lrows, strict=True)] if lrows else [[] for _ in range(5)]
-    lay = pd.DataFrame(dict(zip(("aid", "layer", "diff_id", "instruction", "size"), lcols, strict=True)))
-    if lay.empty:
-        lay = lay.astype({"aid": "int64"})
+    lay = _trend_layers(store, ids)
     # 3. one row per (build, layer); a build with no analysed layers keeps one row (layer NaN)
-    df = builds.merge(lay, on="aid", how="left", sort=False)
+    if lay.empty:  # no layer at all: NULLs, as SQLite's LEFT JOIN gives them
+        df = builds.assign(**{c: pd.Series([None] * len(builds), dtype=object) for c in _LAYER_COLUMNS[1:]})
+    else:
+        df = builds.merge(lay, on="aid", how="left", sort=False)
     df["time"] = pd.to_datetime(df["ts"], unit="s", utc=True)
     df["size"] = df["size"].where(df["layer"].notna(), df["build_size"])
     df["total_size"] = df.groupby("build_id", sort=False)["size"].transform("sum")
     return df[_TREND_COLUMNS]
 
+
+_LAYER_COLUMNS = ("aid", "layer", "diff_id", "instruction", "size")
+
+
+def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
+    """The layers of the analyses ``ids`` (ordered by analysis, layer) as a frame.
+
+    Fetched as one row of whole columns (``group_concat``; ints parsed by numpy, the text columns
+    split on NUL): 50,000 rows cost one string per column instead of a Python tuple per row. When a
+    value would not round-trip that way (a NULL, a non-integer, a NUL inside a text), the same
+    layers are fetched row by row instead.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not ids:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "aid" else object) for c in _LAYER_COLUMNS})
+    pick = ("FROM analysis_layers WHERE analysis_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY analysis_id, idx")
+    param = (json.dumps(list(ids)),)
+    n, plain, aids, idx, size, diff_ids, instructions = store.execute(
+        "SELECT count(*), total(typeof(analysis_id) = 'integer' AND typeof(idx) = 'integer'"
+        " AND typeof(size) = 'integer' AND typeof(diff_id) = 'text' AND typeof(instruction) = 'text'),"
+        " group_concat(analysis_id), group_concat(idx), group_concat(size), group_concat(diff_id, char(0)),"
+        f" group_concat(instruction, char(0)) FROM (SELECT * {pick})", param)[0]
+    if n and plain == n:
+        texts = (diff_ids.split("\0"), instructions.split("\0"))
+        if len(texts[0]) == n and len(texts[1]) == n:
+            cols = [np.fromstring(v, dtype=np.int64, sep=",") for v in (aids, idx, size)]
+            if all(len(c) == n for c in cols):
+                order = np.lexsort((cols[1], cols[0]))  # already in order; made sure of, cheaply
+                return pd.DataFrame({"aid": cols[0][order], "layer": cols[1][order],
+                                     "diff_id": np.asarray(texts[0], dtype=object)[order],
+                                     "instruction": np.asarray(texts[1], dtype=object)[order],
+                                     "size": cols[2][order]})
+    rows = store.execute(f"SELECT analysis_id, idx, diff_id, instruction, size {pick}", param)
+    lcols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _LAYER_COLUMNS]
+    lay = pd.DataFrame(dict(zip(_LAYER_COLUMNS, lcols, strict=True)))
+    return lay.astype({"aid": "int64"}) if lay.empty else lay
 
 # ---------------------------------------------------------------------------------------------
 # CI gate (dive's .dive-ci rules)

@@ -245,11 +245,13 @@ def _slow_trend(store, name: str, limit: int | None = None):
     return df[cols]
 
 
-def _synthetic_store(store, n: int = 10_000) -> None:
+def _synthetic_store(store, n: int = 10_000, *, odd_layers: bool = True) -> None:
     """n recorded builds of "app" (plus noise) over a few shared and many unique layers, with every
     odd case the trend must keep: tags as a JSON array, a plain string, empty, NULL, a non-string
     first element, broken JSON; images analysed twice (the latest wins), never analysed, or with
-    an analysis of no layers; failed builds, other names, equal timestamps, NULL sizes."""
+    an analysis of no layers; failed builds, other names, equal timestamps, NULL build sizes; with
+    ``odd_layers`` also NULL layer sizes and instructions and a NUL inside an instruction (which
+    send the layers query down its row-by-row path)."""
     import random
 
     rnd = random.Random(4)
@@ -274,25 +276,33 @@ def _synthetic_store(store, n: int = 10_000) -> None:
                 ids = [f"sha256:{i:064x}" for i in range(3)] + [f"sha256:{image * 10 + i:064x}" for i in range(4)]
                 c.executemany("INSERT INTO analysis_layers (analysis_id, idx, diff_id, instruction, size)"
                               " VALUES (?,?,?,?,?)",
-                              [(aid, i, ids[i], None if i == 5 else f"RUN step {i} of {image // 100}",
-                                None if (image + i) % 307 == 0 else rnd.randint(0, 10**7))
+                              [(aid, i, ids[i], f"RUN step {i} of {image // 100}", rnd.randint(0, 10**7))
                                for i in range(n_layers)])
+                if odd_layers and image % 307 == 1:
+                    c.execute("UPDATE analysis_layers SET size = NULL, instruction = CASE idx WHEN 1 THEN"
+                              " NULL ELSE 'RUN a' || char(0) || 'b' END WHERE analysis_id = ? AND idx < 3",
+                              (aid,))
 
 
-def test_trend_fast_path_equals_the_slow_path_over_10000_builds(history):
+@pytest.mark.parametrize("odd_layers", [False, True])
+def test_trend_fast_path_equals_the_slow_path_over_10000_builds(history, odd_layers):
     import pandas as pd
 
-    _synthetic_store(history)
-    assert history.execute("SELECT count(*) FROM builds")[0][0] == 10_000
-    for limit in (None, 300, 1):
-        fast = layers.trend("app", history=history, analyze_missing=False, limit=limit)
-        slow = _slow_trend(history, "app", limit)
-        assert len(fast) > (0 if limit else 30_000)
+    _synthetic_store(history, odd_layers=odd_layers)
+    history.record("builds", {"ts": 1.6e9, "name": "unanalysed", "tags": '["u:1"]', "image_id": "sha256:u",
+                              "size": 5, "ok": 1})
+    assert history.execute("SELECT count(*) FROM builds")[0][0] == 10_001
+    nulls = history.execute("SELECT count(*) FROM analysis_layers WHERE instruction IS NULL")[0][0]
+    assert (nulls > 0) == odd_layers
+    for name, limit in (("app", None), ("app", 300), ("app", 1), ("other", None), ("unanalysed", None)):
+        fast = layers.trend(name, history=history, analyze_missing=False, limit=limit)
+        slow = _slow_trend(history, name, limit)
+        assert len(fast) > (30_000 if limit is None and name == "app" else 0)
         pd.testing.assert_frame_equal(fast.reset_index(drop=True), slow.reset_index(drop=True))
     # a sample of builds, checked against the store by hand
     fast = layers.trend("app", history=history, analyze_missing=False)
     assert fast["layer"].isna().any() and fast["layer"].notna().any()
-    for b in (4, 8, 43, 4999, 9998):  # tags '["app:{b}", ...]', ok, analysed (ids start at 1)
+    for b in (7, 8, 43, 4999, 9998):  # tags '["app:{b}", ...]', ok, analysed (ids start at 1)
         rows = fast[fast["build_id"] == b + 1]
         assert set(rows["version"]) == {f"app:{b}"}
         (image_id,), = history.execute("SELECT image_id FROM builds WHERE id=?", (b + 1,))
