@@ -1375,15 +1375,17 @@ def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
             " ORDER BY analysis_id, idx")
     param = (json.dumps(list(ids)),)
     n, plain, aids, idx, size, diff_ids, instructions = store.execute(
-        "SELECT count(*), total(typeof(analysis_id) = 'integer' AND typeof(idx) = 'integer'"
-        " AND typeof(size) = 'integer' AND typeof(diff_id) = 'text' AND typeof(instruction) = 'text'),"
+        "SELECT count(*), total(typeof(diff_id) = 'text' AND typeof(instruction) = 'text'),"
         " group_concat(analysis_id), group_concat(idx), group_concat(size), group_concat(diff_id, char(0)),"
         f" group_concat(instruction, char(0)) FROM (SELECT * {pick})", param)[0]
     if n and plain == n:
         texts = (diff_ids.split("\0"), instructions.split("\0"))
         if len(texts[0]) == n and len(texts[1]) == n:
-            cols = [np.fromstring(v, dtype=np.int64, sep=",") for v in (aids, idx, size)]
-            if all(len(c) == n for c in cols):
+            try:  # a non-integer does not parse; a NULL (skipped by group_concat) leaves a column short
+                cols = [np.fromstring(v or "", dtype=np.int64, sep=",") for v in (aids, idx, size)]
+            except ValueError:
+                cols = []
+            if cols and all(len(c) == n for c in cols):
                 order = np.lexsort((cols[1], cols[0]))  # already in order; made sure of, cheaply
                 return pd.DataFrame({"aid": cols[0][order], "layer": cols[1][order],
                                      "diff_id": np.asarray(texts[0], dtype=object)[order],
@@ -1393,6 +1395,7 @@ def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
     lcols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _LAYER_COLUMNS]
     lay = pd.DataFrame(dict(zip(_LAYER_COLUMNS, lcols, strict=True)))
     return lay.astype({"aid": "int64"}) if lay.empty else lay
+
 
 # ---------------------------------------------------------------------------------------------
 # CI gate (dive's .dive-ci rules)

@@ -314,3 +314,18 @@ def test_trend_fast_path_equals_the_slow_path_over_10000_builds(history, odd_lay
             == expect
         assert (rows["total_size"] == sum(z for _, _, z in expect)).all()
     assert layers.trend("no-such-app", history=history, analyze_missing=False).empty
+
+
+@pytest.mark.parametrize("odd", ["size = NULL", "size = 2.5", "size = '12'", "instruction = NULL",
+                                 "instruction = 'a' || char(0) || 'b'", "instruction = 7", "diff_id = 3", None])
+def test_trend_layers_round_trip_every_value_or_fall_back(history, odd):
+    """The layers come as whole columns (group_concat) only when every value survives that; each odd
+    value must give the same frame as the row-by-row reference."""
+    import pandas as pd
+
+    _synthetic_store(history, 300, odd_layers=False)
+    if odd:
+        history.execute(f"UPDATE analysis_layers SET {odd} WHERE rowid IN (5, 17)")
+        assert history.execute("SELECT changes()")[0][0] == 2
+    fast = layers.trend("app", history=history, analyze_missing=False)
+    pd.testing.assert_frame_equal(fast.reset_index(drop=True), _slow_trend(history, "app").reset_index(drop=True))
