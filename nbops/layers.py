@@ -402,12 +402,20 @@ class Stacker:
     @classmethod
     def loads(cls, blob: bytes) -> Stacker | None:
         """The stacker a snapshot holds, or None if it is unreadable or from another version."""
+        import gc
         import marshal
 
+        # tens of thousands of new containers would set off a full collection of the whole process'
+        # heap half-way (they hold no cycles: the collector has nothing to find in them)
+        enabled = gc.isenabled()
+        gc.disable()
         try:
             version, values = marshal.loads(zlib.decompress(blob))
         except (ValueError, EOFError, TypeError, zlib.error):
             return None
+        finally:
+            if enabled:
+                gc.enable()
         if version != cls.VERSION or len(values) != len(cls._FIELDS):
             return None
         st = cls()
