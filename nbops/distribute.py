@@ -191,7 +191,7 @@ def push(
                             ref=ref, digest=digest, remote_digest=remote)
         verified = True
     result = PushResult(image=image, ref=ref, digest=digest, verified=verified, duration_s=duration,
-                        layers=list(layers.values()))
+                        layers=layers)
     result.push_id = store.record(
         "pushes",
         {"ts": time.time(), "run_id": _history.current_run_id(), "image": image, "ref": ref, "digest": digest,
@@ -312,7 +312,7 @@ def pull(
     if tag:
         engine.call(f"tag {full} as {tag}", engine.api.tag, image_id, *_split_tag(tag))
     result = PullResult(ref=full, digest=digest, image_id=image_id, verified=remote == digest, duration_s=duration,
-                        layers=list(layers.values()))
+                        layers=layers)
     if not result.verified:
         raise PushError(f"pulled {digest} for {full} but the registry now serves {remote}",
                         hint="the tag moved during the pull; pull by digest", ref=full)
