@@ -166,7 +166,7 @@ def push(
             from .engine import translate
 
             raise translate(exc, engine.address, f"push {ref}") from exc
-        display.close(failed=bool(error or not digest), summary=_summary("push", layers, "pushed"))
+        display.close(failed=bool(error or not digest), summary=None if error or not digest else _summary(layers, "pushed"))
     duration = time.monotonic() - t0
     store = history or _history.default()
     if error and creds:
@@ -291,7 +291,7 @@ def pull(
             from .engine import translate
 
             raise translate(exc, engine.address, f"pull {full}") from exc
-        display.close(failed=bool(error or not digest), summary=_summary("pull", layers, "pulled"))
+        display.close(failed=bool(error or not digest), summary=None if error or not digest else _summary(layers, "pulled"))
     duration = time.monotonic() - t0
     store = history or _history.default()
     if error and creds and creds.password.reveal():
@@ -398,10 +398,10 @@ def follow_pull(stream: Iterable[dict[str, Any]],
     return list(layers.values()), digest, error
 
 
-def _summary(verb: str, layers: list[Any], moved: str) -> str:
+def _summary(layers: list[Any], moved: str) -> str:
     n = sum(1 for lp in layers if lp.status == moved)
     size = human_size(sum(lp.bytes or 0 for lp in layers if lp.status == moved))
-    return f"{verb}: {n}/{len(layers)} layers {moved} ({size}), {len(layers) - n} already there"
+    return f"{n}/{len(layers)} layers {moved} ({size}), {len(layers) - n} already there"
 
 
 def _split_tag(ref: str) -> tuple[str, str]:

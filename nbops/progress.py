@@ -184,7 +184,7 @@ class LayerProgress:
                 if row.state not in FINAL_STATES:
                     self.finish(row.layer, "failed", duration_s=0.0)
         if summary and self.mode == "text":
-            self._say(summary)
+            self._say(f"{self.title}: {summary}")
         elif summary and self.mode == "widget" and self._box is not None:
             self._box.children[0].value = f"{self.title}: {summary}"
 

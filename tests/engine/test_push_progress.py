@@ -48,7 +48,7 @@ def test_real_push_prints_one_final_line_per_layer(engine, lab, image, history, 
             assert line.endswith((" ms", " s")) and lp.bytes and lp.bytes > 0
     big = max((lp for lp in res.layers if lp.status == "pushed"), key=lambda lp: lp.bytes or 0)
     assert f"{big.layer} pushing 2.0 MB" in out and "2.0 MB in " in finals[big.layer][0]
-    assert out.splitlines()[-1].startswith(f"push: {sum(lp.status == 'pushed' for lp in res.layers)}/{len(diff_ids)}")
+    assert out.splitlines()[-1].startswith(f"push {ref}: {sum(lp.status == 'pushed' for lp in res.layers)}/{len(diff_ids)}")
 
     again = distribute.push(image, ref, engine=engine, history=history, progress="text")
     out = capsys.readouterr().out
