@@ -166,7 +166,8 @@ def push(
             from .engine import translate
 
             raise translate(exc, engine.address, f"push {ref}") from exc
-        display.close(failed=bool(error or not digest), summary=None if error or not digest else _summary(layers, "pushed"))
+        failed = bool(error or not digest)
+        display.close(failed=failed, summary=None if failed else _summary(layers, "pushed"))
     duration = time.monotonic() - t0
     store = history or _history.default()
     if error and creds:
@@ -291,7 +292,8 @@ def pull(
             from .engine import translate
 
             raise translate(exc, engine.address, f"pull {full}") from exc
-        display.close(failed=bool(error or not digest), summary=None if error or not digest else _summary(layers, "pulled"))
+        failed = bool(error or not digest)
+        display.close(failed=failed, summary=None if failed else _summary(layers, "pulled"))
     duration = time.monotonic() - t0
     store = history or _history.default()
     if error and creds and creds.password.reveal():
