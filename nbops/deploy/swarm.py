@@ -293,7 +293,7 @@ class Swarm(Orchestrator):
                 expect_update = prev is not None and _strip(prev) != _strip(cur)
             if fresh and (us.get("State"), us.get("Message")) != last_update:
                 last_update = (us.get("State"), us.get("Message"))
-                updates.append(UpdateState(ts=now, state=us.get("State", ""), message=us.get("Message", "")))
+                _note_update(updates, now, us.get("State", ""), us.get("Message", ""))
             current_image = svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
             has_health = self._has_healthcheck(svc)
             raw = self.engine.call(f"list tasks of {spec.name}", api.tasks, filters={"service": sid})
@@ -362,9 +362,8 @@ class Swarm(Orchestrator):
         attrs = ev.get("Actor", {}).get("Attributes", {})
         ts = event_ts(ev)
         if ev.get("Type") == "service":
-            new = attrs.get("updatestate.new")
-            if new and not any(u.state == new and abs(u.ts - ts) < 1.5 for u in updates):
-                updates.append(UpdateState(ts=ts, state=new, message="(event)"))
+            if attrs.get("updatestate.new"):
+                _note_update(updates, ts, attrs["updatestate.new"], "")
             return
         action = ev.get("Action", "")
         tid = attrs.get("com.docker.swarm.task.id", "")
@@ -517,6 +516,16 @@ def _ts(text: str | None, default: float) -> float:
         return pd.Timestamp(text).timestamp()
     except ValueError:
         return default
+
+
+def _note_update(updates: list[UpdateState], ts: float, state: str, message: str) -> None:
+    """One row per update state: the event's (earlier, exact) time, the inspect's message."""
+    for u in updates:
+        if u.state == state:
+            u.ts = min(u.ts, ts)
+            u.message = u.message or message
+            return
+    updates.append(UpdateState(ts=ts, state=state, message=message))
 
 
 def _belongs(ev: dict[str, Any], sid: str) -> bool:
