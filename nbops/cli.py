@@ -99,7 +99,13 @@ def _main_history(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history}
+def _main_doctor(argv: list[str]) -> int:
+    from . import doctor
+
+    return doctor.main(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history, "doctor": _main_doctor}
 
 
 if __name__ == "__main__":  # pragma: no cover
