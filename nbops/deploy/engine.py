@@ -165,6 +165,10 @@ class EngineOrchestrator(Orchestrator):
                     break
                 time.sleep(POLL)
             if outcome == "healthy":
+                # hand over first: clients following the endpoint list move to the new container,
+                # then the old one stops
+                self.live_endpoints = self._endpoints_of([new])
+                time.sleep(0.3)
                 for c in old:
                     if c.id != new.id:
                         self.engine.call(f"stop {c.name}", c.stop, timeout=int(spec.stop_grace or 10))

@@ -42,7 +42,7 @@ def test_engine_replace_gated_on_health_and_rollback(engine, images, app, histor
     first = _running(engine, app)
     assert len(first) == 1
 
-    r2 = deploy.deploy(images["v2"], name=app, orchestrator="engine", publish=["8080"], probe=True,
+    r2 = deploy.deploy(images["v2"], name=app, orchestrator="engine", publish=["8080"], probe=True, init=True,
                        engine=engine, history=history, timeout=60)
     assert r2.ok and r2.image == images["v2"]
     now = _running(engine, app)
