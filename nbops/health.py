@@ -88,7 +88,10 @@ class ProbeHit:
 
 
 class Probe:
-    """One request at a time, round-robin over ``targets()``, until :meth:`stop` or the deadline."""
+    """One request at a time, round-robin over ``targets()``, until :meth:`stop` or the deadline.
+
+    Recording starts with the first endpoint; afterwards "no running task" counts as a failure.
+    """
 
     def __init__(self, targets: Callable[[], list[tuple[str, int]]], *, path: str = "/", interval: float = 0.05,
                  timeout: float = 0.5, deadline: float | None = None, max_requests: int = 20000) -> None:
@@ -112,6 +115,9 @@ class Probe:
         self._thread.join(timeout=self.timeout + 2)
 
     def _loop(self) -> None:
+        # a new service has no endpoint yet: that is not downtime, so wait for the first one
+        while not self._stop.is_set() and time.time() < self.deadline and not self.targets():
+            self._stop.wait(self.interval)
         while not self._stop.is_set() and time.time() < self.deadline and len(self.hits) < self.max_requests:
             self.hits.append(self.once())
             self._stop.wait(self.interval)

@@ -64,3 +64,33 @@ def test_probe_refuses_public_addresses():
     check_probe_address("10.200.3.2")
     with pytest.raises(ConfigError, match="loopback or private"):
         check_probe_address("8.8.8.8")
+
+
+def test_probe_counts_against_a_local_server():
+    import http.server
+    import threading
+    import time
+
+    from nbops.health import Probe
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    targets = [("127.0.0.1", srv.server_address[1])]
+    probe = Probe(lambda: targets, interval=0.02, deadline=time.time() + 10).start()
+    time.sleep(0.5)
+    srv.shutdown()
+    srv.server_close()
+    targets.append(("127.0.0.1", 9))  # nothing listens there: refused
+    time.sleep(0.3)
+    targets.clear()  # no endpoint at all: "no running task"
+    time.sleep(0.2)
+    probe.stop()
+    df = probe.to_frame()
+    assert probe.requests == len(df) > 10
+    assert df["ok"].iloc[0]
+    assert probe.failures > 0 and (df["error"] == "no running task").any()
+    assert probe.per_second()["requests"].sum() == probe.requests
