@@ -95,10 +95,9 @@ def jupyter(tmp_path, lab):
 def test_pickers_and_deploy_from_the_browser(jupyter, engine, lab):
     sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
     from deploy_images import build_web
+    from playwright.sync_api import sync_playwright
 
     from nbops.deploy import engine as engine_backend
-
-    from playwright.sync_api import sync_playwright
 
     base, token, root = jupyter
     image = build_web(engine, lab.status().registry, "v1")
