@@ -52,8 +52,8 @@ def main() -> None:
                   f"({100 * fail / max(req, 1):.1f} %), {dur:.1f} s")
         base = results["stop-first"][1] / max(results["stop-first"][0], 1)
         cand = results["start-first"][1] / max(results["start-first"][0], 1)
-        print(f"failure rate start-first / stop-first = {cand:.4f} / {base:.4f} = "
-              f"{(cand / base) if base else float('nan'):.3f}")
+        ratio = f"{cand / base:.3f}" if base else ("1 (both zero)" if not cand else "inf")
+        print(f"failure rate start-first / stop-first = {cand:.4f} / {base:.4f} = {ratio}")
     finally:
         lab.down(quiet=True)
 
