@@ -117,8 +117,9 @@ def test_pickers_and_deploy_from_the_browser(jupyter, engine, lab):
             page.wait_for_selector(".nbops-node-picker select", timeout=60_000)
             assert "node1" in page.locator("table.nbops-nodes").inner_text()
             # pick in the browser: node1 and the swarm orchestrator
-            page.locator(".nbops-node-picker select").select_option(["node1"])
-            page.locator(".nbops-orchestrator-picker select").select_option("swarm")
+            # ipywidgets renders option labels, not values
+            page.locator(".nbops-node-picker select").select_option(index=[0])
+            page.locator(".nbops-orchestrator-picker select").select_option(label="swarm")
             page.wait_for_selector(".nbops-orchestrator-help:has-text('swarm')", timeout=10_000)
             cells.nth(1).locator(".jp-InputArea-editor").click()
             page.keyboard.press("Shift+Enter")
