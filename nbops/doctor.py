@@ -61,11 +61,11 @@ class DoctorReport:
 
 def _node_engines(engine: Engine) -> list[tuple[str, Engine]]:
     """The connected engine plus, when it belongs to the local lab, every other lab node's engine."""
-    from .lab import Lab
+    from .deploy import lab_state_for
 
     out = [(engine.info.get("Name") or "engine", engine)]
-    st = Lab().state()
-    if st and any(n.socket == engine.address for n in st.nodes):
+    st = lab_state_for(engine.address)
+    if st:
         for n in st.nodes:
             if n.socket != engine.address:
                 try:
@@ -75,18 +75,20 @@ def _node_engines(engine: Engine) -> list[tuple[str, Engine]]:
     return out
 
 
-def _registry_ref(registry: str | None) -> str | None:
+def _registry_ref(engine: Engine) -> str | None:
+    from .deploy import lab_state_for
     from .distribute import lab_registry
     from .lab import BUSYBOX_IMAGE
 
-    reg = registry or lab_registry()
+    st = lab_state_for(engine.address)
+    reg = st.registry if st else lab_registry()
     return f"{reg}/{BUSYBOX_IMAGE}" if reg else None
 
 
 def doctor(engine: Engine | None = None, *, registry_ref: str | None = None) -> DoctorReport:
     """Check every reachable node; ``registry_ref`` is an image reference each node should resolve."""
     engine = engine or Engine.connect()
-    ref = registry_ref or _registry_ref(None)
+    ref = registry_ref or _registry_ref(engine)
     checks: list[Check] = []
     versions: dict[str, tuple[str, str]] = {}
     for name, eng in _node_engines(engine):

@@ -443,6 +443,22 @@ def _last_error(rollout: Rollout) -> str | None:
     return None
 
 
+def lab_state_for(address: str) -> Any:
+    """The lab whose node answers at ``address`` (``unix://<lab>/n<i>/docker.sock``), or None."""
+    from pathlib import Path
+
+    from ..lab import LabState
+
+    if not address.startswith("unix://"):
+        return None
+    state_file = Path(address[len("unix://"):]).parent.parent / "lab.json"
+    try:
+        state = LabState.from_json(state_file.read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    return state if any(n.socket == address for n in state.nodes) else None
+
+
 ORCHESTRATORS: dict[str, type[Orchestrator]] = {}
 
 

@@ -220,9 +220,9 @@ class EngineOrchestrator(Orchestrator):
                 self.engine.call(f"remove {c.name}", c.remove, force=True)
 
     def _address(self) -> str:
-        from ..lab import Lab
+        from . import lab_state_for
 
-        st = Lab().state()
+        st = lab_state_for(self.engine.address)
         for n in (st.nodes if st else []):
             if n.socket == self.engine.address:
                 return n.ip
