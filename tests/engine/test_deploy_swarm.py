@@ -93,7 +93,7 @@ def test_deploy_scale_and_start_first_update_without_downtime(engine, images, se
     out = Path(__file__).parents[2] / "docs" / "img"
     out.mkdir(parents=True, exist_ok=True)
     ax.figure.savefig(out / "rollout-start-first.png", dpi=90, bbox_inches="tight")
-    assert [t.get_text() for t in ax.texts if t.get_text() in ("update", "done")]
+    assert {"update", "done"} <= {t.get_text().strip() for t in ax.texts}
 
 
 def test_stop_first_single_replica_shows_downtime(engine, images, service, history):
@@ -110,6 +110,16 @@ def test_stop_first_single_replica_shows_downtime(engine, images, service, histo
     print(f"\nPROBE stop-first 1 replica: {r.probe.requests} requests, {r.probe.failures} failed")
     assert r.probe.failures > 0, "the probe measures the gap a stop-first update leaves"
     assert (r.probe.to_frame()["error"] == "no running task").any()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nbops import plot
+
+    per_s = r.probe.per_second()
+    assert per_s["failed"].sum() == r.probe.failures
+    ax = plot.probe_timeline(per_s, t0=float(r.probe.to_frame()["ts"].min()), marks=r.marks)
+    ax.figure.savefig(Path(__file__).parents[2] / "docs" / "img" / "probe-stop-first.png", dpi=90, bbox_inches="tight")
 
 
 def test_failing_update_rolls_back_automatically(engine, images, service, history):
