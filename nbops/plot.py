@@ -118,10 +118,11 @@ def probe_timeline(df, *, ax: Any = None, title: str | None = None, t0: float | 
     ax = _axes(ax, (10, 2.6))
     ax.bar(rows["second"], rows["ok"], color="#31a354", width=0.9, label="ok")
     ax.bar(rows["second"], rows["failed"], bottom=rows["ok"], color="#de2d26", width=0.9, label="failed")
-    for name, ts in (marks or {}).items():
+    top = ax.get_ylim()[1]
+    for k, (name, ts) in enumerate(sorted((marks or {}).items(), key=lambda kv: kv[1])):
         if t0 is not None:
             ax.axvline(ts - t0, color="black", ls="--", lw=1)
-            ax.text(ts - t0, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
+            ax.text(ts - t0, top * (0.97 - 0.1 * (k % 2)), f" {name}", fontsize=8, va="top")
     ax.set_xlabel("seconds since the probe started")
     ax.set_ylabel("requests")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
