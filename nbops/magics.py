@@ -133,10 +133,11 @@ class NbopsMagics(Magics):
             if "id" not in kv or "src" not in kv:
                 raise UsageError(f"bad --secret {spec!r}: use id=NAME,src=FILE")
             secrets[kv["id"]] = kv["src"]
+        buildargs, labels = _pairs(args.build_arg, "--build-arg"), _pairs(args.label, "--label")
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
-                          buildargs=_pairs(args.build_arg, "--build-arg"), labels=_pairs(args.label, "--label"),
-                          target=args.target, nocache=args.no_cache, pull=args.pull, secrets=secrets,
-                          builder=args.builder or self.builder, progress=self._progress())
+                          buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
+                          pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
+                          progress=self._progress())
 
     # -- %push ------------------------------------------------------------------------------------
     @line_magic
@@ -191,33 +192,8 @@ class NbopsMagics(Magics):
         from . import deploy as core
 
         args = parse_argstring(self.deploy, line)
-        name = args.name or args.rollback
-        if not name:
-            raise UsageError("%deploy IMAGE --name NAME (or %deploy --rollback NAME)")
-        constraints, orchestrator = list(args.constraint or []), args.orchestrator
-        for var in args.pickers or []:
-            picker = self.shell.user_ns.get(var)
-            if picker is None or not hasattr(picker, "deploy_options"):
-                raise UsageError(f"--from {var}: not a NodePicker or OrchestratorPicker in this notebook")
-            opts = picker.deploy_options()
-            constraints += opts.get("constraints", [])
-            orchestrator = orchestrator or opts.get("orchestrator")
-        health = None
-        if any(v is not None for v in (args.health_cmd, args.health_interval, args.health_retries, args.health_start_period)):
-            health = core.HealthSpec(cmd=args.health_cmd, interval=core.parse_duration(args.health_interval),
-                                     retries=args.health_retries, start_period=core.parse_duration(args.health_start_period))
-        options = dict(replicas=args.replicas, mode=args.mode, publish=args.publish or None,
-                       env=_pairs(args.env, "--env") or None, constraints=constraints or None,
-                       preferences=args.spread, update=args.update, rollback=args.rollback_config,
-                       networks=args.network, mounts=args.mount, secrets=args.secret, configs=args.config,
-                       cpus=args.cpus, memory=args.memory, restart=args.restart, health=health,
-                       init=args.init or None, compose=args.compose, probe=args.probe or None,
-                       timeout=args.timeout or self.deploy_timeout)
-        if args.rollback:
-            options["action"] = "rollback"
-        core.DeploySpec(image=args.image, name=name, **{k: v for k, v in options.items() if v is not None})  # bad input fails here, before connecting
-        return core.deploy(args.image, name=name, orchestrator=orchestrator or "swarm", engine=self.engine(),
-                           **options)
+        name, orchestrator, options = _deploy_options(args, self.shell.user_ns, self.deploy_timeout)
+        return core.deploy(args.image, name=name, orchestrator=orchestrator, engine=self.engine(), **options)
 
     # -- %nbops -----------------------------------------------------------------------------------
     @line_magic
@@ -231,6 +207,39 @@ class NbopsMagics(Magics):
         if handler is None:
             raise UsageError(f"unknown %nbops command {words[0]!r}; use one of: {', '.join(_SUBCOMMANDS)}")
         return handler(self, words[1:])
+
+
+def _deploy_options(args: Any, user_ns: dict[str, Any], default_timeout: float) -> tuple[str, str, dict[str, Any]]:
+    """%deploy's arguments (and any --from pickers) as deploy() options, checked before connecting."""
+    from . import deploy as core
+
+    name = args.name or args.rollback
+    if not name:
+        raise UsageError("%deploy IMAGE --name NAME (or %deploy --rollback NAME)")
+    constraints, orchestrator = list(args.constraint or []), args.orchestrator
+    for var in args.pickers or []:
+        picker = user_ns.get(var)
+        if picker is None or not hasattr(picker, "deploy_options"):
+            raise UsageError(f"--from {var}: not a NodePicker or OrchestratorPicker in this notebook")
+        opts = picker.deploy_options()
+        constraints += opts.get("constraints", [])
+        orchestrator = orchestrator or opts.get("orchestrator")
+    health = None
+    if any(v is not None for v in (args.health_cmd, args.health_interval, args.health_retries, args.health_start_period)):
+        health = core.HealthSpec(cmd=args.health_cmd, interval=core.parse_duration(args.health_interval),
+                                 retries=args.health_retries, start_period=core.parse_duration(args.health_start_period))
+    options = dict(replicas=args.replicas, mode=args.mode, publish=args.publish or None,
+                   env=_pairs(args.env, "--env") or None, constraints=constraints or None,
+                   preferences=args.spread, update=args.update, rollback=args.rollback_config,
+                   networks=args.network, mounts=args.mount, secrets=args.secret, configs=args.config,
+                   cpus=args.cpus, memory=args.memory, restart=args.restart, health=health,
+                   init=args.init or None, compose=args.compose, probe=args.probe or None,
+                   timeout=args.timeout or default_timeout)
+    if args.rollback:
+        options["action"] = "rollback"
+    options = {k: v for k, v in options.items() if v is not None}
+    core.DeploySpec(image=args.image, name=name, **options)  # bad input fails here, before connecting
+    return name, orchestrator or "swarm", options
 
 
 def _cmd_lab(magics: NbopsMagics, argv: list[str]) -> Any:

@@ -22,7 +22,8 @@ def build_profile(df, *, ax: Any = None, title: str | None = None) -> Any:
     rows = df.reset_index(drop=True)
     ax = _axes(ax, (9, 0.45 * max(len(rows), 3) + 1.2))
     labels = [_short(f"{r.step}. {r.instruction}", 48) for r in rows.itertuples()]
-    durations = rows["duration_s"].astype(float).fillna(0.0).to_numpy()
+    raw_durations = rows["duration_s"].astype(float)
+    durations = raw_durations.fillna(0.0).to_numpy()
     cached = rows["cached"].fillna(False).astype(bool).to_numpy()
     y = np.arange(len(rows))
     colors = ["#9ecae1" if c else "#3182bd" for c in cached]
@@ -30,9 +31,17 @@ def build_profile(df, *, ax: Any = None, title: str | None = None) -> Any:
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("build time (s)")
-    sizes = rows["layer_size"].astype(float).fillna(0.0).to_numpy() / 1e6
-    for yi, (d, s, c) in enumerate(zip(durations, sizes, cached)):
-        note = ("cached" if c else f"{d:.2f} s") + (f" · +{s:.2f} MB" if s > 0 else "")
+    from ._display import human_size
+
+    sizes = rows["layer_size"].astype(float).fillna(0.0).to_numpy()
+    for yi, (d, s, c, instr, missing) in enumerate(zip(durations, sizes, cached, rows["instruction"],
+                                                        raw_durations.isna())):
+        if str(instr).upper().startswith("FROM"):
+            note = f"base image {human_size(s)}"
+        elif missing:
+            note = "config only (no layer)" if s == 0 else f"+{human_size(s)}"
+        else:
+            note = ("cached" if c else f"{d:.2f} s") + (f" · +{human_size(s)}" if s > 0 else " · empty layer")
         ax.annotate(note, (d, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xlim(0, max(float(durations.max(initial=0.0)) * 1.35, 0.5))
     from matplotlib.patches import Patch
