@@ -129,7 +129,10 @@ class Probe:
             return ProbeHit(now, "", 0, False, None, 0.0, "no running task")
         address, port = targets[self._i % len(targets)]
         self._i += 1
-        check_probe_address(address)
+        try:
+            check_probe_address(address)
+        except ConfigError as exc:  # never send it; record why
+            return ProbeHit(now, address, port, False, None, 0.0, exc.message)
         t = time.monotonic()
         conn = http.client.HTTPConnection(address, port, timeout=self.timeout)
         try:
