@@ -94,3 +94,28 @@ def test_probe_counts_against_a_local_server():
     assert df["ok"].iloc[0]
     assert probe.failures > 0 and (df["error"] == "no running task").any()
     assert probe.per_second()["requests"].sum() == probe.requests
+
+
+def test_result_story_marks_and_update_merging():
+    from nbops.deploy import DeployResult, RolloutEvent, UpdateState
+    from nbops.deploy.swarm import _note_update
+
+    updates: list[UpdateState] = []
+    _note_update(updates, 10.5, "updating", "update in progress")
+    _note_update(updates, 10.2, "updating", "")  # the event's earlier time wins, the message stays
+    _note_update(updates, 14.0, "rollback_started", "update rolled back due to failure")
+    assert [(u.ts, u.state, u.message) for u in updates] == [
+        (10.2, "updating", "update in progress"), (14.0, "rollback_started", "update rolled back due to failure")]
+    ev = RolloutEvent(ts=12.0, service="s", task="t1", slot=1, node="n", image="bad", state="failed",
+                      health="unhealthy", message="task: non-zero exit (143): dockerexec: unhealthy container")
+    r = DeployResult(service="s", image="good", orchestrator="swarm", outcome="rolled_back", duration_s=5,
+                     events=[ev], tasks=[], started=10.0, updates=updates,
+                     failed_tasks=[{"ts": 12.0, "task": "t1", "slot": 1, "node": "n", "image": "bad",
+                                    "state": "failed", "error": ev.message}])
+    assert not r.ok
+    assert r.marks == {"apply": 10.0, "update": 10.2, "rollback": 14.0}
+    story = r.story()
+    assert story[0].startswith("+  0.2 s  service updating") and "unhealthy container" in story[1]
+    assert "rollback_started" in story[2]
+    assert list(r.to_frame()["state"]) == ["failed"]
+    assert "1 failed task(s)" in repr(r) and "unhealthy container" in r._repr_html_()
