@@ -6,11 +6,11 @@ import io
 
 WEB = """FROM nbops/busybox:latest
 RUN mkdir -p /www && echo {version} > /www/index.html
-HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD {check}
+HEALTHCHECK --interval=1s --timeout=3s --retries=3 CMD {check}
 EXPOSE 8080
 CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
 """
-GOOD = "printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc -w 1 127.0.0.1 8080 | grep -q 200"
+GOOD = "printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc -w 2 127.0.0.1 8080 | grep -q 200"
 BAD = "exit 1"
 
 

@@ -183,10 +183,10 @@ def test_lint_blocks_start_first_with_fixed_host_port(engine, images, service, h
 
 
 def test_lint_warns_monitor_shorter_than_health_window(engine, images, service, history):
-    # the image checks every 1 s with 2 retries; with a 10 s start period the window is 12 s
+    # the image checks every 1 s with 3 retries; with a 10 s start period the window is 13 s
     r = deploy.deploy(images["v1"], name=service, replicas=1, update="monitor=1s,failure_action=rollback",
                       health=deploy.HealthSpec(start_period=10), init=True, engine=engine, history=history, timeout=60)
-    assert any("moby/moby#24854" in w and "12 s" in w for w in r.warnings)
+    assert any("moby/moby#24854" in w and "13 s" in w for w in r.warnings)
     assert json.loads(history.deploys().iloc[-1]["meta"])["warnings"] == r.warnings
 
 
