@@ -10,11 +10,12 @@ the running tasks' endpoints). Starts its own lab in a temporary NBOPS_HOME and 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-home = tempfile.mkdtemp(prefix="nbb-", dir="/tmp")
+home = tempfile.mkdtemp(prefix="nbb-probe-", dir="/tmp")
 os.environ["NBOPS_HOME"] = home
 os.environ["NBOPS_HISTORY"] = f"{home}/history.sqlite"
 os.environ.pop("DOCKER_HOST", None)
@@ -56,6 +57,7 @@ def main() -> None:
         print(f"failure rate start-first / stop-first = {cand:.4f} / {base:.4f} = {ratio}")
     finally:
         lab.down(quiet=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
