@@ -403,6 +403,8 @@ class Orchestrator:
                 time.sleep(0.5)  # a short tail: what clients see right after the rollout
                 probe.stop()
         duration = time.monotonic() - t0
+        # the event stream starts a second early (whole seconds): drop what belongs to an earlier rollout
+        rollout.events = [e for e in rollout.events if e.ts >= started - 0.05]
         result = DeployResult(service=spec.name, image=rollout.image or spec.image or "", orchestrator=self.name,
                               outcome=rollout.outcome, duration_s=duration, events=rollout.events,
                               tasks=rollout.tasks, action=spec.action, started=started, updates=rollout.updates,
