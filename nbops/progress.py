@@ -95,7 +95,7 @@ _QUIET_STATES = {"waiting"}  # not worth a line of their own
 
 
 class _Row:
-    __slots__ = ("layer", "state", "current", "total", "t_start", "widgets", "_shown")
+    __slots__ = ("layer", "state", "current", "total", "t_start", "duration_s", "widgets", "_shown")
 
     def __init__(self, layer: str) -> None:
         self.layer = layer
@@ -103,6 +103,7 @@ class _Row:
         self.current = 0
         self.total: int | None = None
         self.t_start: float | None = None
+        self.duration_s = 0.0
         self.widgets: Any = None
         self._shown = -1
 
@@ -156,13 +157,13 @@ class LayerProgress:
                note: str | None = None) -> float:
         """``layer`` reached its final ``state`` (see :data:`FINAL_STATES`); returns its duration."""
         row = self._row(layer)
-        if row.state in FINAL_STATES:
-            return 0.0
+        if row.state in FINAL_STATES:  # a repeated final chunk: already reported
+            return row.duration_s
         if nbytes is not None:
             row.total = int(nbytes)
         if duration_s is None:
             duration_s = self._clock() - row.t_start if row.t_start is not None else 0.0
-        row.state = state
+        row.state, row.duration_s = state, duration_s
         row.current = row.total or 0
         word = FINAL_STATES.get(state, state)
         if state in ("pushed", "pulled"):

@@ -155,3 +155,14 @@ def test_widget_path_is_never_imported_by_load_ext_or_the_progress_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_repeated_final_chunk_is_reported_once_and_keeps_its_duration():
+    out = io.StringIO()
+    now = [1.0]
+    display = LayerProgress("t", requested="text", out=out, clock=lambda: now[0])
+    display.state("b" * 12, "pushing", current=10, total=1000)
+    now[0] = 1.5
+    assert display.finish("b" * 12, "pushed", nbytes=1000) == pytest.approx(0.5)
+    assert display.finish("b" * 12, "pushed", nbytes=1000) == pytest.approx(0.5)
+    assert out.getvalue().splitlines() == ["t", "b" * 12 + " pushing 1.0 kB", "b" * 12 + " pushed 1.0 kB in 500 ms"]
