@@ -27,7 +27,7 @@ from typing import Any
 from . import history as _history
 from ._display import card, frame_html, human_size, human_time
 from .engine import Engine
-from .errors import BuildError, ConfigError, EngineError
+from .errors import BuildError, ConfigError, DockerfileError, EngineError
 from .progress import Progress
 
 # instructions that produce a filesystem layer; the others only change the image config
@@ -44,6 +44,7 @@ class BuildStep:
     layer_id: str | None = None
     layer_size: int | None = None
     cumulative_size: int | None = None
+    in_final: bool | None = None  # the step belongs to the stage that became the image
 
 
 @dataclass
@@ -117,14 +118,15 @@ def build(
     engine = engine or Engine.connect()
     if builder not in ("auto", "buildkit", "legacy"):
         raise ConfigError(f"unknown builder {builder!r}", hint="use auto, buildkit or legacy")
-    cli = engine.cli()
+    if not source.strip():
+        raise BuildError("the Dockerfile is empty", hint="write a %%dockerfile cell first")
+    _preflight(source, engine)
+    cli = _cli(engine)
     use_buildkit = builder == "buildkit" or (builder == "auto" and cli.buildkit)
     if builder == "buildkit" and not cli.buildkit:
         raise ConfigError("no docker CLI with BuildKit found", hint="install Debian's docker.io or docker buildx")
     if secrets and not use_buildkit:
         raise ConfigError("build secrets need BuildKit", hint="use --builder buildkit (the legacy builder would bake them into a layer)")
-    if not source.strip():
-        raise BuildError("the Dockerfile is empty", hint="write a %%dockerfile cell first")
 
     ctx_tmp = None
     if context is None or files:
@@ -143,11 +145,11 @@ def build(
     t0 = time.monotonic()
     try:
         if use_buildkit:
-            image_id, steps, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
+            image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
                                                    pull, secrets, timeout, progress)
             used = "buildkit"
         else:
-            image_id, steps, log = _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
+            image_id, obs, log = _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
                                                  pull, timeout, progress)
             used = "legacy"
     except BuildError as err:
@@ -160,7 +162,9 @@ def build(
     duration = time.monotonic() - t0
     image = engine.call("inspect the built image", engine.client.images.get, image_id)
     hist = engine.call("read the image history", image.history)
-    _attach_layers(steps, hist, image.attrs.get("RootFS", {}).get("Layers", []), source, target)
+    steps = _profile(obs, used, source, target, hist, image.attrs.get("RootFS", {}).get("Layers", []))
+    if used == "legacy":
+        _legacy_layer_ids(engine, steps, obs)
     result = BuildResult(name=name, tags=list(tags), image_id=image.id, builder=used, duration_s=duration,
                          steps=steps, size=int(image.attrs.get("Size") or 0),
                          n_layers=len(image.attrs.get("RootFS", {}).get("Layers", [])),
@@ -175,6 +179,34 @@ def build(
         {"build_steps": [asdict(s) for s in steps]},
     )
     return result
+
+
+_CLIS: dict[str, Any] = {}
+
+
+def _cli(engine: Engine) -> Any:
+    """The engine's docker CLI, probed once per address (the probe runs `docker version`)."""
+    cli = _CLIS.get(engine.address)
+    if cli is None:
+        cli = _CLIS[engine.address] = engine.cli()
+    return cli
+
+
+def _preflight(source: str, engine: Engine) -> None:
+    """Stop before the engine does, with the line: syntax errors, heredocs the engine cannot read."""
+    from .dockerfile import check_syntax, mask_heredocs
+
+    check_syntax(source)
+    if "<<" in source:
+        docs = mask_heredocs(source)[1]
+        if docs and not re.match(r"\s*#\s*syntax\s*=", source):
+            version = str(engine.version.get("Version") or "0")
+            major = int(re.match(r"\d*", version).group(0) or 0)
+            if major < 23:
+                raise DockerfileError(
+                    f"line {docs[0].line}: heredoc ({docs[0].instruction} <<{docs[0].delimiter}) is not understood by "
+                    f"engine {version}'s built-in Dockerfile frontend",
+                    hint="write `RUN set -e; cmd1; cmd2` (or COPY a script) instead", line=docs[0].line)
 
 
 def _record_failure(history, name, tags, sha, builder, engine, duration, err) -> None:
@@ -199,7 +231,7 @@ _EXIT_CODE = re.compile(r"exit code: (\d+)")
 
 
 def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets, timeout, progress):
-    cli = engine.cli()
+    cli = _cli(engine)
     iidfile = Path(tempfile.mkstemp(prefix="nbops-iid-")[1])
     args = ["build", "--progress=plain", "--iidfile", str(iidfile), "-f", "-"]
     for t in tags:
@@ -274,11 +306,7 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
     iidfile.unlink(missing_ok=True)
     if rc != 0 or not image_id:
         raise _buildkit_error(vertices, log, engine.address)
-    steps = []
-    for i, v in enumerate(sorted(vertices.values(), key=lambda v: (v["stage"] or "", v["k"])), start=1):
-        steps.append(BuildStep(step=i, stage=v["stage"], instruction=v["text"], duration_s=v.get("duration"),
-                               cached=v.get("cached")))
-    return image_id, steps, log
+    return image_id, list(vertices.values()), log
 
 
 def _buildkit_error(vertices, log, address) -> BuildError:
@@ -378,7 +406,8 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
             exit_code=int(code.group(1)) if code else None, output_tail=log[-10:], build_log=log)
     for t in tags[1:]:
         engine.call("tag the image", engine.api.tag, image_id, *_split_tag(t))
-    return image_id, steps, log
+    obs = [{"k": s.step, "duration": s.duration_s, "cached": s.cached, "image": s.layer_id} for s in steps]
+    return image_id, obs, log
 
 
 def _guarded(engine: Engine, stream: Iterable[dict]) -> Iterable[dict]:
@@ -399,99 +428,176 @@ def _split_tag(ref: str) -> tuple[str, str | None]:
     return name, tag
 
 
-# -- joining steps with the image history -------------------------------------------------------------
-def _attach_layers(steps: list[BuildStep], hist: list[dict], diff_ids: list[str], source: str, target: str | None) -> None:
-    """Give each step of the final stage its layer id and size from the image history.
-
-    The history lists, oldest first, the base image's entries then one per instruction of the final
-    stage. BuildKit only reports steps that do work (FROM/RUN/COPY/ADD...), so config-only
-    instructions (ENV, CMD, HEALTHCHECK...) are added as steps with no duration.
-    """
-    entries = list(reversed(hist))  # oldest first
-    final = _final_stage_instructions(source, target)
-    if not final or len(final) > len(entries):
-        return
-    own = entries[len(entries) - len(final):]
-    base_size = sum(int(e.get("Size") or 0) for e in entries[: len(entries) - len(final)])
-    # diff ids: one per layer-producing entry, in order
-    n_layer_entries = sum(1 for e in entries if _is_layer_entry(e))
-    layer_iter = iter(diff_ids) if n_layer_entries == len(diff_ids) else None
-    layer_of: dict[int, str] = {}
-    if layer_iter is not None:
-        for idx, e in enumerate(entries):
-            if _is_layer_entry(e):
-                layer_of[idx] = next(layer_iter)
-    offset = len(entries) - len(final)
-    by_text = {}
-    for s in steps:
-        if s.stage in (None, target) or _is_final_stage_name(s.stage, source, target):
-            by_text.setdefault(_norm(s.instruction), s)
-    cumulative = base_size
-    rows: list[BuildStep] = []
-    from_step = next((s for s in steps if s.instruction.upper().startswith("FROM")
-                      and _is_final_stage_name(s.stage, source, target)), None)
-    if from_step is not None:
-        from_step.layer_size = base_size
-        from_step.cumulative_size = base_size
-        rows.append(from_step)
-    for i, (instr, entry) in enumerate(zip(final, own)):
-        size = int(entry.get("Size") or 0)
-        cumulative += size
-        step = by_text.get(_norm(instr))
-        if step is None:
-            step = BuildStep(step=0, stage=from_step.stage if from_step else None, instruction=instr,
-                             duration_s=None, cached=None)
-        step.layer_size = size
-        step.cumulative_size = cumulative
-        step.layer_id = layer_of.get(offset + i) or step.layer_id
-        rows.append(step)
-    others = [s for s in steps if s not in rows]
-    ordered = others + rows
-    for n, s in enumerate(ordered, start=1):
-        s.step = n
-    steps[:] = ordered
+# -- the profile: Dockerfile instructions joined with what the builder reported and the image history --
+_VERTEX_KINDS = ("FROM", "RUN", "COPY", "ADD", "WORKDIR")  # BuildKit's [k/n] counts only these
+_BK_LAYER_KINDS = ("RUN", "COPY", "ADD", "WORKDIR")
 
 
-def _is_layer_entry(entry: dict) -> bool:
-    created = (entry.get("CreatedBy") or "").strip()
-    word = created.split(None, 1)[0].upper() if created else ""
-    if word in ("RUN", "COPY", "ADD"):
-        return True
-    if word == "/BIN/SH":  # legacy builder: "/bin/sh -c #(nop) CMD ..." or "/bin/sh -c cmd"
-        return "#(nop)" not in created or "#(nop) COPY" in created or "#(nop) ADD" in created
-    return int(entry.get("Size") or 0) > 0
+def _stages(source: str) -> tuple[list[dict], list[tuple[str, list[dict]]]]:
+    """(global instructions, [(stage label, instructions incl. its FROM)]) — heredoc bodies masked."""
+    from .dockerfile import parse
 
-
-def _final_stage_instructions(source: str, target: str | None) -> list[str]:
-    stages: list[tuple[str | None, list[str]]] = []
-    for line in _logical_lines(source):
-        word = line.split(None, 1)[0].upper()
-        if word == "FROM":
-            m = re.search(r"\s+AS\s+(\S+)\s*$", line, re.IGNORECASE)
-            stages.append((m.group(1) if m else None, []))
-        elif word == "ARG" and not stages:
+    st = parse(source)
+    glob: list[dict] = []
+    stages: list[tuple[str, list[dict]]] = []
+    for ins in st.instructions:
+        if ins["instruction"] == "COMMENT":
             continue
+        if ins["instruction"] == "FROM":
+            stage = st.stages[len(stages)]
+            stages.append((stage.name or f"stage-{stage.index}", [ins]))
         elif stages:
-            stages[-1][1].append(line)
+            stages[-1][1].append(ins)
+        else:
+            glob.append(ins)
+    return glob, stages
+
+
+def _text(ins: dict) -> str:
+    return " ".join(f"{ins['instruction']} {ins['value']}".split())
+
+
+def _profile(obs: list[dict], builder: str, source: str, target: str | None, hist: list[dict],
+             diff_ids: list[str]) -> list[BuildStep]:
+    """One row per instruction of every stage that was built, final-stage rows with their layers.
+
+    ``obs`` is what the builder reported: BuildKit vertices ``{stage, k, duration, cached}`` or legacy
+    steps ``{k, duration, cached, layer_id}``. Instruction texts are the Dockerfile's, as written.
+    """
+    glob, stages = _stages(source)
     if not stages:
         return []
-    if target:
-        for name, instrs in stages:
-            if name == target:
-                return instrs
-    return stages[-1][1]
+    labels = [label for label, _ in stages]
+    final_idx = labels.index(target) if target in labels else len(stages) - 1
+    seen: dict[tuple[int, int], dict] = {}  # (stage index, instruction index) -> observation
+    if builder == "buildkit":
+        for v in obs:
+            if v.get("stage") is None:
+                si = final_idx if len(stages) > 1 else 0
+            elif v["stage"] in labels:
+                si = labels.index(v["stage"])
+            else:
+                continue
+            kinds = [i for i, ins in enumerate(stages[si][1]) if ins["instruction"] in _VERTEX_KINDS]
+            if 0 < v["k"] <= len(kinds):
+                seen[(si, kinds[v["k"] - 1])] = v
+    else:
+        flat = [(-1, i) for i in range(len(glob))] + [(si, i) for si, (_, ins) in enumerate(stages)
+                                                          for i in range(len(ins))]
+        for v in obs:
+            if 0 < v["k"] <= len(flat):
+                seen[flat[v["k"] - 1]] = v
+    built = {si for si, _ in seen if si >= 0} | {final_idx}
+    if builder == "legacy":  # the classic builder runs every stage up to the target
+        built |= set(range(final_idx + 1))
+    rows: list[BuildStep] = []
+    for si in sorted(built):
+        label, instrs = stages[si]
+        for i, ins in enumerate(instrs):
+            v = seen.get((si, i), {})
+            rows.append(BuildStep(step=0, stage=label, instruction=_text(ins), duration_s=v.get("duration"),
+                                  cached=v.get("cached"), in_final=si == final_idx))
+            v["row"] = rows[-1]
+    final_rows = [r for r in rows if r.in_final]
+    _attach_layers(final_rows, hist, diff_ids, builder)
+    # final stage last, so the cumulative size reads top to bottom
+    rows = [r for r in rows if not r.in_final] + final_rows
+    for n, r in enumerate(rows, start=1):
+        r.step = n
+    return rows
 
 
-def _is_final_stage_name(stage: str | None, source: str, target: str | None) -> bool:
-    names = [m.group(1) for line in _logical_lines(source)
-             if (m := re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?\s*$", line, re.IGNORECASE))]
-    if not names:
-        return True
-    if target:
-        return stage == target
-    last = names[-1]
-    return stage is None or stage == last or stage == f"stage-{len(names) - 1}"
+def _attach_layers(rows: list[BuildStep], hist: list[dict], diff_ids: list[str], builder: str) -> None:
+    """Give the final stage's rows (FROM first) their history entry: layer size, cumulative size, id.
+
+    The history lists, oldest first, the base image's entries then one per instruction of the final
+    stage (ARG included, on both builders); the rows are aligned from the end and each pairing is
+    checked by instruction keyword, so a mismatch leaves sizes empty rather than wrong.
+    """
+    if not rows:
+        return
+    entries = list(reversed(hist))  # oldest first
+    own_rows = rows[1:]
+    if len(own_rows) > len(entries):
+        return
+    n_base = len(entries) - len(own_rows)
+    own = entries[n_base:]
+    if not all(_history_kind(e) in (r.instruction.split(None, 1)[0].upper(), None) for r, e in zip(own_rows, own)):
+        return
+    layer_of = _layer_ids(entries, diff_ids, builder)
+    base_size = sum(int(e.get("Size") or 0) for e in entries[:n_base])
+    rows[0].layer_size = base_size
+    rows[0].cumulative_size = base_size
+    cumulative = base_size
+    for i, (row, entry) in enumerate(zip(own_rows, own)):
+        size = int(entry.get("Size") or 0)
+        cumulative += size
+        row.layer_size = size
+        row.cumulative_size = cumulative
+        row.layer_id = layer_of.get(n_base + i)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).lower()
+def _legacy_layer_ids(engine: Engine, rows: list[BuildStep], obs: list[dict]) -> None:
+    """Legacy builds leave an intermediate image per step: a step made a layer iff its image has one
+    more layer than the previous step's (exact, unlike guessing from the history's sizes)."""
+    final = [(v["row"], v.get("image")) for v in obs if "row" in v and v["row"].in_final]
+    prev: list[str] | None = None
+    for row, image_id in final:
+        if not image_id:
+            prev = None
+            continue
+        try:
+            layers = engine.api.inspect_image(image_id).get("RootFS", {}).get("Layers", [])
+        except Exception:  # an intermediate image may already be gone; leave the id empty
+            prev = None
+            row.layer_id = None
+            continue
+        row.layer_id = layers[-1] if prev is not None and len(layers) > len(prev) else None
+        prev = layers
+
+
+def _history_kind(entry: dict) -> str | None:
+    """The Dockerfile keyword a history entry came from (None when it cannot be told)."""
+    created = (entry.get("CreatedBy") or "").strip()
+    if not created:
+        return None
+    if created.startswith("/bin/sh -c #(nop)"):
+        words = created[len("/bin/sh -c #(nop)"):].split()
+        return words[0].upper() if words else None
+    if created.startswith(("/bin/sh -c", "|")):  # legacy RUN (with build args: "|1 V=1 /bin/sh -c ...")
+        return "RUN"
+    word = created.split(None, 1)[0].upper()
+    return word if word.isalpha() else None
+
+
+def _layer_ids(entries: list[dict], diff_ids: list[str], builder: str) -> dict[int, str]:
+    """Which history entries carry a filesystem layer, paired with the RootFS diff ids in order.
+
+    The engine API's history has no ``empty_layer`` flag, so candidate rules are tried and one is
+    used only when it accounts for exactly the image's layers.
+    """
+
+    def structural(e: dict) -> bool:
+        kind = _history_kind(e)
+        created = e.get("CreatedBy") or ""
+        if kind in ("COPY", "ADD") or (kind in _BK_LAYER_KINDS and "# buildkit" in created):
+            return True
+        if kind == "WORKDIR" and not created.startswith("/bin/sh -c #(nop)"):
+            return True  # BuildKit's WORKDIR always makes a layer
+        return int(e.get("Size") or 0) > 0 or (kind == "RUN" and "#(nop)" not in created and int(e.get("Size") or 0) > 0)
+
+    def sized(e: dict) -> bool:
+        return int(e.get("Size") or 0) > 0
+
+    def non_nop(e: dict) -> bool:
+        created = e.get("CreatedBy") or ""
+        return structural(e) or ("#(nop)" not in created and _history_kind(e) in ("RUN", None))
+
+    def with_workdir(e: dict) -> bool:
+        return structural(e) or _history_kind(e) == "WORKDIR"
+
+    for rule in (structural, non_nop, with_workdir, sized):
+        idx = [i for i, e in enumerate(entries) if rule(e)]
+        if len(idx) == len(diff_ids):
+            return dict(zip(idx, diff_ids))
+    return {}
