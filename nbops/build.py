@@ -142,15 +142,16 @@ def build(
     if not ctx.is_dir():
         raise ConfigError(f"build context {ctx} is not a directory", hint="pass --context DIR with an existing directory")
     dockerfile_sha = hashlib.sha256(source.encode()).hexdigest()
+    redact = _redactor(secrets, buildargs)
     t0 = time.monotonic()
     try:
         if use_buildkit:
             image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                   pull, secrets, timeout, progress)
+                                                   pull, secrets, timeout, progress, redact)
             used = "buildkit"
         else:
             image_id, obs, log = _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                 pull, timeout, progress)
+                                                 pull, timeout, progress, redact)
             used = "legacy"
     except BuildError as err:
         _record_failure(history, name, tags, dockerfile_sha, "buildkit" if use_buildkit else "legacy", engine,
@@ -182,6 +183,35 @@ def build(
 
 
 _CLIS: dict[str, Any] = {}
+REDACTED = "[secret hidden by nbops]"
+
+
+def _redactor(secrets: Mapping[str, str | os.PathLike[str]] | None, buildargs: Mapping[str, str] | None):
+    """A function hiding secret values in build output: the content of every secret file, and the
+    values of build args whose names look secret (TOKEN, PASSWORD...), which BuildKit echoes in step names."""
+    from .dockerfile import _SECRET_NAME
+
+    values: set[str] = set()
+    for src in (secrets or {}).values():
+        try:
+            data = Path(src).read_bytes()[: 1 << 16].decode("utf-8", "replace")
+        except OSError:
+            continue
+        values |= {v for v in (data, data.strip(), *data.splitlines()) if len(v.strip()) >= 4}
+    for key, value in (buildargs or {}).items():
+        if _SECRET_NAME.search(key) and len(value) >= 4:
+            values.add(value)
+    ordered = sorted(values, key=len, reverse=True)
+    if not ordered:
+        return lambda text: text
+
+    def redact(text: str) -> str:
+        for v in ordered:
+            if v in text:
+                text = text.replace(v, REDACTED)
+        return text
+
+    return redact
 
 
 def _cli(engine: Engine) -> Any:
@@ -230,7 +260,8 @@ _BK_OUTPUT = re.compile(r"^#(\d+) \d+(?:\.\d+)? (.*)$")
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
 
 
-def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets, timeout, progress):
+def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets, timeout, progress,
+                    redact=lambda s: s):
     cli = _cli(engine)
     iidfile = Path(tempfile.mkstemp(prefix="nbops-iid-")[1])
     args = ["build", "--progress=plain", "--iidfile", str(iidfile), "-f", "-"]
@@ -263,7 +294,7 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
         proc.stdin.close()
         with Progress("build", total=n_steps or None, unit="step", requested=progress) as bar:
             for line in proc.stdout:
-                line = line.rstrip("\n")
+                line = redact(line.rstrip("\n"))
                 log.append(line)
                 if time.monotonic() > deadline:
                     proc.kill()
@@ -358,7 +389,8 @@ def _logical_lines(source: str) -> Iterable[str]:
 _LEGACY_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
-def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, timeout, progress):
+def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, timeout, progress,
+                  redact=lambda s: s):
     dockerfile = ".nbops.Dockerfile"
     (ctx / dockerfile).write_text(source)
     steps: list[BuildStep] = []
@@ -374,7 +406,7 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
         with Progress("build", total=None, unit="step", requested=progress) as bar:
             for chunk in _guarded(engine, stream):
                 if "stream" in chunk:
-                    for line in chunk["stream"].splitlines():
+                    for line in redact(chunk["stream"]).splitlines():
                         log.append(line)
                         if m := _LEGACY_STEP.match(line):
                             now = time.monotonic()
@@ -391,7 +423,7 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
                 elif "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 elif "error" in chunk or "errorDetail" in chunk:
-                    error = chunk.get("error") or chunk["errorDetail"].get("message")
+                    error = redact(chunk.get("error") or chunk["errorDetail"].get("message") or "")
                     log.append(error)
         if steps:
             steps[-1].duration_s = time.monotonic() - t_step

@@ -201,7 +201,8 @@ class Lint:
 
     @property
     def syntax_errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.rule in SYNTAX_RULES]
+        """Syntax errors by line; nbops' own message (it names the instruction) before hadolint's."""
+        return sorted((f for f in self.findings if f.rule in SYNTAX_RULES), key=lambda f: (f.line, f.rule != "NB000"))
 
     def rules(self) -> set[str]:
         return {f.rule for f in self.findings}
