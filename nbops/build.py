@@ -280,7 +280,9 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
     if nocache:
         args.append("--no-cache")
     if pull:
-        args.append("--pull")
+        # BuildKit in engine 20.10 ignores insecure-registries given as CIDRs (the lab's), so the
+        # engine's own pull refreshes the bases and BuildKit then finds them up to date locally
+        _pull_bases(engine, source, buildargs, target, log_to=None)
     args.append(str(ctx))
     n_steps = _count_steps(source, target)
     vertices: dict[int, dict[str, Any]] = {}
@@ -338,6 +340,27 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
     if rc != 0 or not image_id:
         raise _buildkit_error(vertices, log, engine.address)
     return image_id, list(vertices.values()), log
+
+
+def _pull_bases(engine: Engine, source: str, buildargs, target, log_to=None) -> list[str]:
+    """Pull every base image the build needs (stages' FROM, not scratch or other stages)."""
+    from .dockerfile import parse
+
+    st = parse(source, buildargs)
+    final = st.stage(target) if target else None
+    stages = st.stages[: final.index + 1] if final is not None else st.stages
+    pulled = []
+    for ref in dict.fromkeys(s.base_resolved for s in stages if not s.from_stage):
+        if ref == "scratch" or "$" in ref:
+            continue
+        repo, tag = _split_tag(ref.split("@")[0])
+        try:
+            engine.call(f"pull the base image {ref}", engine.api.pull, repo, tag=tag or "latest")
+        except EngineError as err:
+            raise BuildError(f"--pull: cannot pull the base image {ref}: {err.message}",
+                             hint="check the registry is reachable, or build without --pull") from err
+        pulled.append(ref)
+    return pulled
 
 
 def _buildkit_error(vertices, log, address) -> BuildError:
@@ -438,7 +461,8 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
             exit_code=int(code.group(1)) if code else None, output_tail=log[-10:], build_log=log)
     for t in tags[1:]:
         engine.call("tag the image", engine.api.tag, image_id, *_split_tag(t))
-    obs = [{"k": s.step, "duration": s.duration_s, "cached": s.cached, "image": s.layer_id} for s in steps]
+    obs = [{"k": s.step, "text": s.instruction.split(None, 1)[0].upper() if s.instruction else "",
+            "duration": s.duration_s, "cached": s.cached, "image": s.layer_id} for s in steps]
     return image_id, obs, log
 
 
@@ -518,7 +542,11 @@ def _profile(obs: list[dict], builder: str, source: str, target: str | None, his
                                                           for i in range(len(ins))]
         for v in obs:
             if 0 < v["k"] <= len(flat):
-                seen[flat[v["k"] - 1]] = v
+                si, i = flat[v["k"] - 1]
+                ins = glob[i] if si < 0 else stages[si][1][i]
+                # --label adds a trailing `LABEL` step of its own: match keywords, not only positions
+                if (v.get("text") or "").split(None, 1)[:1] == [ins["instruction"]] or not v.get("text"):
+                    seen[(si, i)] = v
     built = {si for si, _ in seen if si >= 0} | {final_idx}
     if builder == "legacy":  # the classic builder runs every stage up to the target
         built |= set(range(final_idx + 1))
@@ -550,12 +578,14 @@ def _attach_layers(rows: list[BuildStep], hist: list[dict], diff_ids: list[str],
         return
     entries = list(reversed(hist))  # oldest first
     own_rows = rows[1:]
-    if len(own_rows) > len(entries):
+    # the legacy builder appends one `LABEL` entry for the --label options
+    while entries and _history_kind(entries[-1]) == "LABEL" and not _aligned(own_rows, entries) \
+            and (not own_rows or not own_rows[-1].instruction.upper().startswith("LABEL")):
+        entries = entries[:-1]
+    if not _aligned(own_rows, entries):
         return
     n_base = len(entries) - len(own_rows)
     own = entries[n_base:]
-    if not all(_history_kind(e) in (r.instruction.split(None, 1)[0].upper(), None) for r, e in zip(own_rows, own)):
-        return
     layer_of = _layer_ids(entries, diff_ids, builder)
     base_size = sum(int(e.get("Size") or 0) for e in entries[:n_base])
     rows[0].layer_size = base_size
@@ -567,6 +597,13 @@ def _attach_layers(rows: list[BuildStep], hist: list[dict], diff_ids: list[str],
         row.layer_size = size
         row.cumulative_size = cumulative
         row.layer_id = layer_of.get(n_base + i)
+
+
+def _aligned(rows: list[BuildStep], entries: list[dict]) -> bool:
+    if len(rows) > len(entries):
+        return False
+    own = entries[len(entries) - len(rows):]
+    return all(_history_kind(e) in (r.instruction.split(None, 1)[0].upper(), None) for r, e in zip(rows, own))
 
 
 def _legacy_layer_ids(engine: Engine, rows: list[BuildStep], obs: list[dict]) -> None:
