@@ -62,12 +62,15 @@ class BuildResult:
     dockerfile_sha: str
     log: list[str] = field(default_factory=list, repr=False)
     build_id: int | None = None
+    squashed: SquashResult | None = None
 
     def __repr__(self) -> str:
         cached = sum(1 for s in self.steps if s.cached)
         tag = self.tags[0] if self.tags else self.image_id[:19]
+        sq = f", squashed to {human_size(self.squashed.size_after)} {self.squashed.layers_after} layers" \
+            if self.squashed else ""
         return (f"<BuildResult {tag} {self.image_id[7:19]} {human_size(self.size)} {self.n_layers} layers, "
-                f"{len(self.steps)} steps ({cached} cached) in {human_time(self.duration_s)} via {self.builder}>")
+                f"{len(self.steps)} steps ({cached} cached) in {human_time(self.duration_s)} via {self.builder}{sq}>")
 
     def to_frame(self):
         import pandas as pd
@@ -82,6 +85,9 @@ class BuildResult:
         view = df[["step", "stage", "instruction", "duration", "cached", "layer"]]
         facts = {"image": self.image_id[7:19], "tags": ", ".join(self.tags) or "-", "size": human_size(self.size),
                  "layers": self.n_layers, "time": human_time(self.duration_s), "builder": self.builder}
+        if self.squashed:
+            facts["squashed"] = (f"{self.squashed.image_id[7:19]}: {human_size(self.squashed.size_after)}, "
+                                 f"{self.squashed.layers_after} layers")
         return card("build", facts, frame_html(view))
 
     def plot(self, ax: Any = None):
@@ -108,12 +114,15 @@ def build(
     history: _history.History | None = None,
     timeout: float = 1800,
     progress: str | None = None,
+    squash: bool = False,
 ) -> BuildResult:
     """Build the Dockerfile text ``source`` and return its profile.
 
     ``context`` is a directory sent as the build context (default: an empty one); ``files`` maps
     names in the context to local files to add. ``secrets`` maps a secret id to a file (BuildKit only;
     the secret is mounted during ``RUN --mount=type=secret,id=…`` and never stored in the image).
+    ``squash`` merges the layers the Dockerfile added into one (the base image's layers stay shared)
+    and points ``tags`` at the squashed image (see :func:`squash`).
     """
     engine = engine or Engine.connect()
     if builder not in ("auto", "buildkit", "legacy"):
@@ -170,17 +179,118 @@ def build(
                          steps=steps, size=int(image.attrs.get("Size") or 0),
                          n_layers=len(image.attrs.get("RootFS", {}).get("Layers", [])),
                          dockerfile_sha=dockerfile_sha, log=log)
+    if squash:
+        result.squashed = _squash(engine, image.id, tags=tags, source=source, target=target, buildargs=buildargs)
     store = history or _history.default()
     result.build_id = store.record(
         "builds",
         {"ts": time.time(), "run_id": _history.current_run_id(), "name": name, "tags": list(tags),
          "image_id": image.id, "dockerfile_sha": dockerfile_sha, "builder": used, "engine": engine.address,
          "duration_s": duration, "size": result.size, "n_layers": result.n_layers, "ok": True,
-         "meta": {"target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": nocache}},
+         "meta": {"target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": nocache,
+                  "pull": pull, "labels": dict(labels or {}),
+                  "squashed": result.squashed.summary() if result.squashed else None}},
         {"build_steps": [asdict(s) for s in steps]},
     )
     return result
 
+
+@dataclass
+class SquashResult:
+    """An image squashed: what it was and what it became (size and layer count before/after)."""
+
+    source_id: str
+    image_id: str
+    tags: list[str]
+    size_before: int
+    size_after: int
+    layers_before: int
+    layers_after: int
+    base_layers: int  # layers kept as they were (shared with the base image)
+    duration_s: float
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"image": "before", "id": self.source_id, "size": self.size_before,
+                              "layers": self.layers_before},
+                             {"image": "squashed", "id": self.image_id, "size": self.size_after,
+                              "layers": self.layers_after}])
+
+    def __repr__(self) -> str:
+        return (f"<SquashResult {self.image_id[7:19]}: {human_size(self.size_before)} {self.layers_before} layers -> "
+                f"{human_size(self.size_after)} {self.layers_after} layers ({self.base_layers} base layers kept) "
+                f"in {human_time(self.duration_s)}>")
+
+    def _repr_html_(self) -> str:
+        facts = {"before": f"{human_size(self.size_before)}, {self.layers_before} layers",
+                 "after": f"{human_size(self.size_after)}, {self.layers_after} layers",
+                 "base layers kept": self.base_layers, "time": human_time(self.duration_s)}
+        return card("squash", facts)
+
+
+def squash(engine: Engine, image: str, *, tags: Sequence[str] = (), base: str | None = None,
+           source: str | None = None, target: str | None = None, buildargs: Mapping[str, str] | None = None,
+           keep_base: bool = True) -> SquashResult:
+    """Merge the layers an image added on top of its base into one, keeping its config (CMD, ENV,
+    HEALTHCHECK, labels...). Engine 20.10's own ``--squash`` needs experimental mode; this uses the
+    docker-squash library (save → merge layer tars honouring whiteouts → load).
+
+    The base is ``base``, else the final stage's FROM in ``source``; its layers stay untouched so
+    images built on it still share them (``keep_base=False`` squashes everything into one layer).
+    """
+    import logging
+
+    from docker_squash.errors import SquashError, SquashUnnecessaryError
+    from docker_squash.squash import Squash
+
+    t0 = time.monotonic()
+    before = engine.call(f"inspect image {image}", engine.api.inspect_image, image)
+    layers = before.get("RootFS", {}).get("Layers", [])
+    hist = engine.call("read the image history", engine.api.history, before["Id"])
+    if base is None and source is not None and keep_base:
+        from .dockerfile import parse
+
+        st = parse(source, buildargs).stage(target)
+        if st is not None and not st.from_stage and st.base_resolved != "scratch":
+            base = st.base_resolved
+    n_base_layers, n_entries = 0, len(hist)
+    if base is not None and keep_base:
+        b = engine.call(f"inspect the base image {base}", engine.api.inspect_image, base)
+        b_layers = b.get("RootFS", {}).get("Layers", [])
+        if layers[: len(b_layers)] == b_layers:
+            n_base_layers = len(b_layers)
+            n_entries = len(hist) - len(engine.call("read the base history", engine.api.history, b["Id"]))
+    log = logging.getLogger("nbops.squash")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    first = tags[0] if tags else None
+    new_id = before["Id"]
+    if len(layers) - n_base_layers > 1 and n_entries > 1:
+        try:
+            new_id = Squash(log=log, image=before["Id"], docker=engine.api, tag=first, from_layer=n_entries,
+                            comment="squashed by nbops").run()
+        except SquashUnnecessaryError:
+            pass
+        except SquashError as exc:
+            raise BuildError(f"squashing {image} failed: {exc}", hint="build without --squash") from exc
+        except Exception as exc:
+            from .engine import translate
+
+            raise translate(exc, engine.address, "squash the image") from exc
+    after = engine.call("inspect the squashed image", engine.api.inspect_image,
+                        new_id if str(new_id).startswith("sha256:") else f"sha256:{new_id}")
+    for t in tags:
+        engine.call("tag the squashed image", engine.api.tag, after["Id"], *_split_tag(t))
+    return SquashResult(before["Id"], after["Id"], list(tags), int(before.get("Size") or 0), int(after.get("Size") or 0),
+                        len(layers), len(after.get("RootFS", {}).get("Layers", [])), n_base_layers,
+                        time.monotonic() - t0)
+
+
+_squash = squash  # build()'s `squash` flag shadows the function's name there
 
 _CLIS: dict[str, Any] = {}
 REDACTED = "[secret hidden by nbops]"
@@ -371,7 +481,11 @@ def _buildkit_error(vertices, log, address) -> BuildError:
         tail = v["output"][-10:]
         where = f"[{v['stage'] + ' ' if v['stage'] else ''}{v['k']}] {v['text']}"
         msg = f"step {where} failed" + (f" with exit code {code.group(1)}" if code else f": {v['error']}")
-        return BuildError(msg, hint="see .output_tail / .build_log on the error (%tb shows it)", step=where,
+        last = next((t for t in reversed(tail) if t.strip()), None)
+        if last:
+            msg += f"; last output: {last.strip()[:200]}"
+        return BuildError(msg, hint="the output tail and the build log are on the error (%nbops error shows them)",
+                          step=where,
                           exit_code=int(code.group(1)) if code else None, output_tail=tail, build_log=log)
     errors = [line for line in log if line.startswith(("error:", "ERROR:", "failed to", "Error"))]
     text = errors[-1] if errors else (log[-1] if log else "the docker CLI failed")
@@ -455,10 +569,15 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
     if error or not image_id:
         failed = steps[-1] if steps else None
         code = _EXIT_CODE.search(error or "") or re.search(r"returned a non-zero code: (\d+)", error or "")
+        starts = [i for i, t in enumerate(log) if _LEGACY_STEP.match(t)]
+        own = log[starts[-1] + 1:] if starts else log
+        tail = [t for t in own if t.strip() and t != error and not t.startswith((" ---> ", "Removing "))][-10:]
+        last = f"; last output: {tail[-1].strip()[:200]}" if failed and tail else ""
         raise BuildError(
-            f"step {failed.step} ({failed.instruction}) failed: {error}" if failed else f"the build failed: {error}",
-            hint="see .build_log on the error", step=failed.instruction if failed else None,
-            exit_code=int(code.group(1)) if code else None, output_tail=log[-10:], build_log=log)
+            f"step {failed.step} ({failed.instruction}) failed: {error}{last}" if failed else f"the build failed: {error}",
+            hint="the output tail and the build log are on the error (%nbops error shows them)",
+            step=failed.instruction if failed else None,
+            exit_code=int(code.group(1)) if code else None, output_tail=tail, build_log=log)
     for t in tags[1:]:
         engine.call("tag the image", engine.api.tag, image_id, *_split_tag(t))
     obs = [{"k": s.step, "text": s.instruction.split(None, 1)[0].upper() if s.instruction else "",

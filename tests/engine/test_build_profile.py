@@ -114,6 +114,7 @@ def test_failing_run_gives_step_output_tail_and_exit_code(engine, history, build
     line = err.one_line()
     assert "exit code 7" in line or "code: 7" in line
     assert "exit 7" in line and "\n" not in line
+    assert "last output: boom-reason" in line
     assert err.exit_code == 7
     assert any("boom-reason" in t for t in err.output_tail)
     assert any("boom-reason" in t for t in err.build_log) and len(err.build_log) > len(err.output_tail)
