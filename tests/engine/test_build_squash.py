@@ -42,7 +42,7 @@ def test_build_squash_keeps_config_and_base_layers(engine, history):
     assert not scan_image(engine, res.image_id, b"marker-deleted-later").clean
     assert scan_image(engine, tag, b"marker-deleted-later").clean
     meta = history.frame("SELECT meta FROM builds WHERE id=?", (res.build_id,)).meta.iloc[0]
-    assert '"layers_after": %d' % sq.layers_after in meta
+    assert f'"layers_after": {sq.layers_after}' in meta
     assert "squashed to" in repr(res) and "squash" in res._repr_html_()
     engine.client.images.remove(tag, force=True)
 
