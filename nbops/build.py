@@ -362,7 +362,8 @@ def _record_failure(history, name, tags, sha, builder, engine, duration, err) ->
 
 
 # -- BuildKit through the CLI ------------------------------------------------------------------------
-_BK_HEADER = re.compile(r"^#(\d+) \[(?:(?P<stage>[^\]\s]+) )?(?P<k>\d+)/(?P<n>\d+)\] (?P<text>.*)$")
+# "[build 2/3]", "[2/3]", and padded when there are 10 steps or more: "[ 2/41]", "[stage-1  2/12]"
+_BK_HEADER = re.compile(r"^#(\d+) \[(?:(?P<stage>[^\]\s]+) +)?\s*(?P<k>\d+)/(?P<n>\d+)\] (?P<text>.*)$")
 _BK_DONE = re.compile(r"^#(\d+) DONE (\d+(?:\.\d+)?)s$")
 _BK_CACHED = re.compile(r"^#(\d+) CACHED$")
 _BK_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")

@@ -133,3 +133,15 @@ def test_syntax_error_stops_the_build_with_the_line(engine, history):
         build("FROM nbops/busybox\nRUN true\nCOPPY a b\n", ["x:1"], engine=engine, history=history)
     assert info.value.line == 3 and "COPPY" in str(info.value)
     assert len(history.frame("SELECT * FROM builds")) == 0
+
+
+def test_ten_steps_or_more_keep_every_duration(engine, history):
+    """BuildKit pads step numbers from 10 steps on ("[ 1/12]"): every step must still be matched."""
+    src = "FROM nbops/busybox\n" + "".join(f"RUN echo {i} > /f{i}\n" for i in range(11)) + "ENV DONE=1\n"
+    tag = f"{_name()}:ten"
+    res = build(src, [tag], engine=engine, nocache=True, history=history, progress="none")
+    df = res.to_frame()
+    runs = df[df.instruction.str.startswith("RUN")]
+    assert len(runs) == 11 and runs.duration_s.notna().all() and (~runs.cached.astype(bool)).all()
+    assert runs.layer_id.notna().all()
+    engine.client.images.remove(tag, force=True)
