@@ -146,7 +146,8 @@ def scan_image(engine: Engine, image: str, needle: bytes, *, timeout: float = 60
     for pos, name in enumerate(entry.get("Layers", [])):
         report.scanned.append(f"layer {pos}")
         for path in layer_hits.get(name, []):
-            report.hits.append(Hit("layer", pos, diff_ids[pos] if pos < len(diff_ids) else None, path))
+            shown = path.encode().replace(needle, b"<match>").decode("utf-8", "replace")  # never show the needle
+            report.hits.append(Hit("layer", pos, diff_ids[pos] if pos < len(diff_ids) else None, shown))
     missing = [n for n in entry.get("Layers", []) if n not in layer_hits]
     if missing or len(entry.get("Layers", [])) != len(diff_ids):
         raise ConfigError(f"the export of {image} did not contain every layer ({len(layer_hits)} of {len(diff_ids)})",
