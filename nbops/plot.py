@@ -21,7 +21,9 @@ def build_profile(df, *, ax: Any = None, title: str | None = None) -> Any:
 
     rows = df.reset_index(drop=True)
     ax = _axes(ax, (9, 0.45 * max(len(rows), 3) + 1.2))
-    labels = [_short(f"{r.step}. {r.instruction}", 48) for r in rows.itertuples()]
+    multi = "stage" in rows and rows["stage"].nunique() > 1  # multi-stage: say which stage each step is in
+    labels = [_short(f"{r.step}. " + (f"[{r.stage}] " if multi else "") + str(r.instruction), 52)
+              for r in rows.itertuples()]
     raw_durations = rows["duration_s"].astype(float)
     durations = raw_durations.fillna(0.0).to_numpy()
     cached = rows["cached"].fillna(False).astype(bool).to_numpy()
