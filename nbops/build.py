@@ -524,6 +524,7 @@ def _logical_lines(source: str) -> Iterable[str]:
 
 
 # -- the legacy builder through the SDK ---------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LEGACY_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
@@ -572,6 +573,7 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
         code = _EXIT_CODE.search(error or "") or re.search(r"returned a non-zero code: (\d+)", error or "")
         starts = [i for i, t in enumerate(log) if _LEGACY_STEP.match(t)]
         own = log[starts[-1] + 1:] if starts else log
+        own = [_ANSI.sub("", t) for t in own]  # the classic builder colours a failing step's stderr
         tail = [t for t in own if t.strip() and t != error and not t.startswith((" ---> ", "Removing "))][-10:]
         last = f"; last output: {tail[-1].strip()[:200]}" if failed and tail else ""
         raise BuildError(
