@@ -155,8 +155,17 @@ def build(
     t0 = time.monotonic()
     try:
         if use_buildkit:
-            image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                   pull, secrets, timeout, progress, redact)
+            try:
+                image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
+                                                       pull, secrets, timeout, progress, redact)
+            except BuildError as err:
+                # BuildKit in engine 20.10 ignores insecure registries given as CIDRs (the lab's): a base
+                # that is not local yet is pulled by the engine itself, then the build runs once more
+                if pull or not any(_HTTPS_TO_HTTP in line for line in err.data.get("build_log") or []):
+                    raise
+                _pull_bases(engine, source, buildargs, target)
+                image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
+                                                       pull, secrets, timeout, progress, redact)
             used = "buildkit"
         else:
             image_id, obs, log = _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
@@ -546,6 +555,7 @@ def _logical_lines(source: str) -> Iterable[str]:
 
 
 # -- the legacy builder through the SDK ---------------------------------------------------------------
+_HTTPS_TO_HTTP = "server gave HTTP response to HTTPS client"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LEGACY_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 

@@ -105,6 +105,20 @@ def test_pull_policy_uses_the_registry_base_only_when_asked(lab, engine, history
     assert got_pulled[: len(layers[v2.image_id])] == layers[v2.image_id]
 
 
+def test_base_only_in_the_lab_registry_is_pulled_by_the_engine(lab, engine, history):
+    """BuildKit 20.10 ignores the lab's CIDR insecure-registries; nbops pulls the base through the engine."""
+    reg = lab.status().registry
+    base = f"{reg}/nbops/onlyremote-{uuid.uuid4().hex[:6]}:1"
+    build("FROM nbops/busybox\nRUN echo remote > /remote\n", [base], engine=engine, history=history, progress="none")
+    for chunk in engine.api.push(base, stream=True, decode=True):
+        assert "error" not in chunk, chunk
+    pushed = engine.api.inspect_image(base)["RootFS"]["Layers"]
+    engine.api.remove_image(base, force=True)
+    res = build(f"FROM {base}\nRUN cat /remote > /seen\n", [f"{_name()}:r"], engine=engine, builder="buildkit",
+                history=history, progress="none")
+    assert engine.api.inspect_image(res.image_id)["RootFS"]["Layers"][: len(pushed)] == pushed
+
+
 @pytest.mark.parametrize("builder", ["buildkit", "legacy"])
 def test_failing_run_gives_step_output_tail_and_exit_code(engine, history, builder):
     src = "FROM nbops/busybox\nRUN echo preparing\nRUN echo first-line; echo boom-reason >&2; exit 7\nRUN echo never\n"
