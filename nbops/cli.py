@@ -1,8 +1,9 @@
-"""The ``nbops`` command: ``nbops lab up|status|down``, ``nbops history``."""
+"""The ``nbops`` command: ``nbops lab up|status|down``, ``nbops history``, ``nbops layers gate IMAGE``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -127,7 +128,45 @@ def _main_history(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history}
+def _main_layers(argv: list[str]) -> int:
+    """``nbops layers analyze IMAGE`` · ``nbops layers gate IMAGE [--rules .dive-ci] [--lowest-efficiency X]...``"""
+    from . import layers
+
+    p = argparse.ArgumentParser(prog="nbops layers", description="layer analysis and dive-style CI gate")
+    sub = p.add_subparsers(dest="action", required=True)
+    for name, text in (("analyze", "per-layer sizes, wasted and hidden bytes"),
+                       ("gate", "fail (exit 1) when the image breaks a rule, like `dive --ci`")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("image")
+        sp.add_argument("--source", choices=layers.SOURCES, default="auto")
+        if name == "gate":
+            sp.add_argument("--rules", help="a .dive-ci file (default: ./.dive-ci if present, else dive's defaults)")
+            for rule in ("lowest-efficiency", "highest-wasted-bytes", "highest-user-wasted-percent",
+                         "highest-hidden-bytes"):
+                sp.add_argument(f"--{rule}", metavar="VALUE", help="override one rule ('disabled' skips it)")
+    args = p.parse_args(argv)
+    rep = layers.analyze(args.image, source=args.source)
+    print(repr(rep))
+    if args.action == "analyze":
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
+            print(rep.to_frame().drop(columns=["diff_id", "created_by"]).to_string())
+        return 0
+    rules_file = args.rules or (".dive-ci" if os.path.isfile(".dive-ci") else None)
+    rules = layers.load_rules(rules_file)
+    for rule in ("lowest_efficiency", "highest_wasted_bytes", "highest_user_wasted_percent", "highest_hidden_bytes"):
+        value = getattr(args, rule)
+        if value is not None:
+            rules[rule] = value
+    result = layers.gate(rep, rules)
+    print(result.table())
+    print("PASS" if result.passed else f"FAIL: {len(result.failed())} rule(s) broken")
+    return result.exit_code
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history,
+                                                   "layers": _main_layers}
 
 
 if __name__ == "__main__":  # pragma: no cover

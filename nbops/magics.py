@@ -174,6 +174,22 @@ class NbopsMagics(Magics):
                            orchestrator=args.orchestrator, engine=self.engine(),
                            timeout=args.timeout or self.deploy_timeout)
 
+    # -- %layers ---------------------------------------------------------------------------------
+    @line_magic
+    @_friendly
+    @magic_arguments()
+    @argument("image", help="repo:tag or id (engine), or HOST:PORT/REPO:TAG with --source registry")
+    @argument("--source", choices=["auto", "dirs", "save", "registry"], default="auto",
+              help="overlay2 layer dirs, the save stream, or registry blobs (default: fastest available)")
+    @argument("--no-cache", action="store_true", help="read every layer again (ignore the layer cache)")
+    def layers(self, line: str) -> Any:
+        """Analyse an image's layers; returns a LayerReport (.to_frame(), .wasted(), .efficiency)."""
+        from . import layers as core
+
+        args = parse_argstring(self.layers, line)
+        engine = None if args.source == "registry" else self.engine()
+        return core.analyze(args.image, source=args.source, engine=engine, cache=not args.no_cache)
+
     # -- %nbops -----------------------------------------------------------------------------------
     @line_magic
     @_friendly
