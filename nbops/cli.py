@@ -128,6 +128,12 @@ def _main_history(argv: list[str]) -> int:
     return 0
 
 
+def _main_doctor(argv: list[str]) -> int:
+    from . import doctor
+
+    return doctor.main(argv)
+
+
 def _main_layers(argv: list[str]) -> int:
     """``nbops layers analyze IMAGE`` · ``nbops layers gate IMAGE [--rules .dive-ci] [--lowest-efficiency X]...``"""
     from . import layers
@@ -166,7 +172,7 @@ def _main_layers(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history,
-                                                   "layers": _main_layers}
+                                                   "layers": _main_layers, "doctor": _main_doctor}
 
 
 if __name__ == "__main__":  # pragma: no cover
