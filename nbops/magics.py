@@ -267,7 +267,7 @@ class NbopsMagics(Magics):
         """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error"""
         words = shlex.split(line)
         if not words:
-            raise UsageError("usage: %nbops lab up|status|down · %nbops history [builds|pushes|deploys] · %nbops error")
+            raise UsageError("usage: %nbops lab up|status|down|fault KIND NODE · %nbops history [builds|pushes|deploys] · %nbops error")
         handler = _SUBCOMMANDS.get(words[0])
         if handler is None:
             raise UsageError(f"unknown %nbops command {words[0]!r}; use one of: {', '.join(_SUBCOMMANDS)}")
