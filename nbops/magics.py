@@ -176,7 +176,7 @@ class NbopsMagics(Magics):
     @line_magic
     @_friendly
     def nbops(self, line: str) -> Any:
-        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error"""
+        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error | runs [RUN_ID]"""
         words = shlex.split(line)
         if not words:
             raise UsageError("usage: %nbops lab up|status|down · %nbops history [builds|pushes|deploys] · %nbops error")
@@ -218,7 +218,16 @@ def _cmd_error(magics: NbopsMagics, argv: list[str]) -> Any:
     return err.data.get("result")
 
 
+def _cmd_runs(magics: NbopsMagics, argv: list[str]) -> Any:
+    from . import runbook
+
+    if argv:
+        return runbook.get_run(argv[0])
+    return runbook.runs()
+
+
 _SUBCOMMANDS = {"lab": _cmd_lab, "history": _cmd_history, "error": _cmd_error}
+_SUBCOMMANDS["runs"] = _cmd_runs
 
 
 def _pyproject_defaults() -> dict[str, Any]:
