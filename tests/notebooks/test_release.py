@@ -55,7 +55,7 @@ def test_release_healthy_then_unhealthy_rolls_back(tmp_path, app_repo, engine, h
         ok = runbook.run(RELEASE, {"tag": "v1.0.0", "source": str(app_repo), "app": app, "replicas": 2},
                          out=tmp_path, history=history, echo=print)
         assert ok.ok, ok.one_line()
-        assert "release-20" in images_of(ok.output)  # the summary cell drew its plots
+        assert "release-22" in images_of(ok.output)  # the summary cell drew its plots
         push = history.frame("SELECT ref, digest FROM pushes WHERE run_id=? AND ok=1", (ok.run_id,))
         assert len(push) == 1 and push["ref"][0].endswith(f"/{app}:v1.0.0")
         v1 = f"{push['ref'][0].rsplit(':', 1)[0]}@{push['digest'][0]}"
@@ -65,21 +65,32 @@ def test_release_healthy_then_unhealthy_rolls_back(tmp_path, app_repo, engine, h
         summary = runbook.runs(history=history).to_frame().set_index("id").loc[ok.run_id, "summary"]
         assert f"built {app}:v1.0.0" in summary and "pushed" in summary and f"deployed {app} healthy" in summary
         record = nbformat.read(ok.output, as_version=4)
-        verify = next(c for c in record.cells if c.id == "release-18")
+        verify = next(c for c in record.cells if c.id == "release-20")
         assert "app v1.0.0" in json.dumps(verify.outputs)  # every task served the tagged page
 
         bad = runbook.run(RELEASE, {"tag": "v2.0.0", "source": str(app_repo), "app": app, "replicas": 2,
                                     "break_health": True, "deploy_timeout": 15.0},
                           out=tmp_path, history=history, echo=print)
         assert not bad.ok
-        assert bad.failed_cell is not None and bad.failed_cell.id == "release-21"
+        assert bad.failed_cell is not None and bad.failed_cell.id == "release-23"
         assert f"release v2.0.0 was unhealthy: {app} rolled back to {v1}" in bad.error
-        assert "release-20" in images_of(bad.output)  # the summary still ran before the run failed
+        assert "release-22" in images_of(bad.output)  # the summary still ran before the run failed
         outcomes = history.frame("SELECT image, outcome FROM deploys WHERE run_id=? ORDER BY ts", (bad.run_id,))
         assert list(outcomes["outcome"]) == ["timeout", "healthy"]
         assert outcomes["image"][1] == v1 and "v2.0.0" not in outcomes["image"][1]
         assert service_image(engine, app) == v1  # rolled back
         tasks = engine.api.tasks(filters={"service": app, "desired-state": "running"})
         assert len(tasks) == 2 and all(t["Spec"]["ContainerSpec"]["Image"] == v1 for t in tasks)
+
+        # --resume: build, push and deploy are not re-run; the state cells restore what the failed
+        # cell needs (the rollout outcome) from the history store, so it fails again the same way
+        again = runbook.run(None, {}, resume=bad.run_id, out=tmp_path, history=history, echo=print)
+        assert not again.ok and again.failed_cell.id == "release-23" and again.error == bad.error
+        skipped = {r.id for r in again.skipped}
+        assert {"release-09", "release-14", "release-17", "release-20", "release-22"} <= skipped
+        assert not skipped & {"release-01", "release-02", "release-10", "release-15", "release-18"}
+        for table in ("builds", "pushes", "deploys"):
+            assert history.execute(f"SELECT count(*) FROM {table} WHERE run_id=?", (again.run_id,))[0][0] == 0
+        assert runbook.get_run(again.run_id, history=history)["resumed_from"] == bad.run_id
     finally:
         remove(app, engine=engine)

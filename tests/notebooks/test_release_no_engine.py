@@ -46,10 +46,10 @@ def test_trends_without_engine_analyses_recorded_history(tmp_path, history, no_e
 
 def test_release_without_engine_skips_release_and_shows_recorded_summary(tmp_path, history, no_engine):
     res = runbook.run(NOTEBOOKS / "release.ipynb", {"tag": "v9.9.9"}, out=tmp_path, history=history, echo=None)
-    assert not res.ok and res.failed_cell is not None and res.failed_cell.id == "release-21"
+    assert not res.ok and res.failed_cell is not None and res.failed_cell.id == "release-23"
     assert res.error == "RuntimeError: no Docker engine: nothing was released"
     nb = nbformat.read(res.output, as_version=4)
     assert len(engine_lines(nb)) == 1 and engine_lines(nb)[0].startswith(f"No Docker engine at {MISSING}: release steps skipped")
-    summary = next(c for c in nb.cells if c.id == "release-20")
+    summary = next(c for c in nb.cells if c.id == "release-22")
     assert outputs(summary)[1] == 1  # the summary figure, drawn from the recorded releases
     assert history.execute("SELECT count(*) FROM builds")[0][0] == 0  # nothing was built
