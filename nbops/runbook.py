@@ -210,6 +210,19 @@ def run(
     except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
         status = "failed"
         error, failed = _describe_failure(exc, output, by_id)
+    except KeyboardInterrupt:
+        _finish(store, run_id, output, "interrupted", "interrupted", None)
+        raise
+    finished = _finish(store, run_id, output, status, error, failed)
+    result = RunResult(run_id=run_id, notebook=str(src), output=str(output), params=params, status=status,
+                       started=started, finished=finished, failed_cell=failed, error=error, skipped=skipped,
+                       resumed_from=resume)
+    say(result.one_line())
+    return result
+
+
+def _finish(store: _history.History, run_id: str, output: Path, status: str, error: str | None,
+            failed: CellRef | None) -> float:
     finished = time.time()
     if output.exists():
         _freeze(output)
@@ -218,11 +231,7 @@ def run(
                      (finished, status, error,
                       json.dumps({"index": failed.index, "id": failed.id, "source": failed.head}) if failed else None,
                       run_id))
-    result = RunResult(run_id=run_id, notebook=str(src), output=str(output), params=params, status=status,
-                       started=started, finished=finished, failed_cell=failed, error=error, skipped=skipped,
-                       resumed_from=resume)
-    say(result.one_line())
-    return result
+    return finished
 
 
 def run_or_raise(notebook: str | os.PathLike[str] | None, params: Mapping[str, Any] | None = None,

@@ -77,6 +77,7 @@ def main() -> int:
     from nbops.lab import Lab
 
     lab = Lab(home / "lab")
+    print(f"lab {lab.prefix} in {home}", flush=True)
     results = []
     try:
         lab.up()
@@ -93,6 +94,11 @@ def main() -> int:
             if res.ok == broken:
                 print(f"unexpected outcome for {tag}: {res.one_line()}", file=sys.stderr)
                 return 1
+            if broken:  # resuming a rolled-back release re-runs only the state cells and fails the same way
+                again = runbook.run(None, {}, resume=res.run_id, out=home / "runs")
+                if again.ok or again.error != res.error:
+                    print(f"unexpected resume of {tag}: {again.one_line()}", file=sys.stderr)
+                    return 1
         trends = runbook.run(ROOT / "notebooks" / "trends.ipynb", {"name": "app"}, out=home / "runs")
         if not trends.ok:
             print(trends.one_line(), file=sys.stderr)
@@ -154,7 +160,8 @@ the paths of the executed notebooks (in a temporary directory that no longer exi
 their file names, and the three records copied to `docs/runs/` point there.
 
 The script released a demo app (a git repository whose tags grow and shrink its assets) with
-`nbops run notebooks/release.ipynb`, tag by tag:
+`nbops run notebooks/release.ipynb`, tag by tag (the rolled-back one was then resumed with
+`nbops run --resume`, which re-ran only its `parameters`/`setup`/`state` cells and failed the same way):
 
 | tag | broken HEALTHCHECK | run | status | outcome |
 |---|---|---|---|---|
