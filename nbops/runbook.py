@@ -68,7 +68,8 @@ class CellRef:
         return line if len(line) <= 60 else line[:59] + "…"
 
     def label(self) -> str:
-        return f"cell {self.index} [{self.id}]" + (f" ({', '.join(self.tags)})" if self.tags else "")
+        """``cell N [id] (tags)``, N counted from 1 as in the notebook's own numbering of cells."""
+        return f"cell {self.index + 1} [{self.id}]" + (f" ({', '.join(self.tags)})" if self.tags else "")
 
 
 @dataclass

@@ -105,7 +105,7 @@ def test_run_records_nbops_calls_and_resumes_from_failed_cell(tmp_path, history,
     assert second.ok, second.one_line()
     assert trail(trail_file) == ["setup", "state", "before", "flagged", "after"]  # the build was not re-run
     assert [r.index for r in second.skipped] == [3, 4]  # %%dockerfile and %build
-    assert any("skip cell 4" in line and "%build" in line for line in lines), lines
+    assert any("skip cell 5 [" in line and "%build" in line for line in lines), lines
     assert history.execute("SELECT count(*) FROM builds")[0][0] == 1
     executed = nbformat.read(second.output, as_version=4)
     out = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
@@ -155,7 +155,7 @@ def test_cli_exit_status_and_one_line_error(tmp_path):
     assert proc.returncode == 1
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("nbops: error")]
     assert len(err) == 1, proc.stderr
-    assert "cell 3" in err[0] and "raise ValueError" in err[0] and "ValueError: bad x=5" in err[0]
+    assert "cell 4 [" in err[0] and "raise ValueError" in err[0] and "ValueError: bad x=5" in err[0]
     assert "--resume" in err[0]
     assert "ok" in proc.stdout and "print('fine')" in proc.stdout  # text progress, one line per cell
     runs = subprocess.run([sys.executable, "-m", "nbops.cli", "runs"], capture_output=True, text=True, env=env,
