@@ -1,8 +1,10 @@
-"""The ``nbops`` command: ``nbops lab up|status|down``, ``nbops history``, ``nbops run``, ``nbops runs``."""
+"""The ``nbops`` command: ``nbops lab up|status|down``, ``nbops history``, ``nbops layers gate IMAGE``,
+``nbops run``, ``nbops runs``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -31,9 +33,32 @@ def _lab_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "nodes, addresses, roles, engine versions, registry"),
                        ("down", "stop everything the lab started and remove it")):
         sub.add_parser(name, help=text)
+    fault = sub.add_parser("fault", help="a teaching fault: " + ", ".join(LAB_FAULTS))
+    fault.add_argument("kind", choices=LAB_FAULTS)
+    fault.add_argument("node", nargs="?", help="node1..nodeN (restart-manager takes none)")
+    base = sub.add_parser("base", help="a richer base image on every node, built once and cached")
+    base.add_argument("distro", choices=["debian"], help="debian: debootstrap --variant=minbase → docker import")
+    base.add_argument("--suite", default="bookworm", help="the Debian suite (default bookworm)")
     for action in sub.choices.values():
         action.add_argument("--home", help="lab directory (default $NBOPS_HOME/lab)")
     return p
+
+
+LAB_FAULTS = ("stop", "crash", "start", "drain", "activate", "disconnect", "reconnect", "restart-manager")
+
+
+def lab_fault(lab: Any, kind: str, node: str | None) -> Any:
+    """Run one teaching fault of the lab (``nbops lab fault KIND [NODE]``)."""
+    from .errors import ConfigError
+
+    if kind == "restart-manager":
+        return lab.restart_manager()
+    if not node:
+        raise ConfigError(f"`nbops lab fault {kind}` needs a node", hint=f"e.g. nbops lab fault {kind} node2")
+    actions = {"stop": lambda n: lab.stop_node(n), "crash": lambda n: lab.stop_node(n, crash=True),
+               "start": lab.start_node, "drain": lab.drain, "activate": lab.activate,
+               "disconnect": lab.disconnect, "reconnect": lab.reconnect}
+    return actions[kind](node)
 
 
 def lab_command(argv: list[str], *, echo: Callable[[str], Any] = print) -> Any:
@@ -43,13 +68,18 @@ def lab_command(argv: list[str], *, echo: Callable[[str], Any] = print) -> Any:
     try:
         args = _lab_parser().parse_args(argv)
     except _ParseError as exc:
-        raise ConfigError(str(exc), hint="nbops lab up [--nodes N] | status | down") from None
+        raise ConfigError(str(exc), hint="nbops lab up [--nodes N] | status | down | fault KIND [NODE]"
+                          " | base debian") from None
     lab = Lab(args.home) if args.home else Lab()
     if args.action == "up":
         swarm = not (args.no_swarm or args.live_restore)
         return lab.up(nodes=args.nodes, live_restore=args.live_restore, swarm=swarm, progress=echo)
     if args.action == "status":
         return lab.status()
+    if args.action == "fault":
+        return lab_fault(lab, args.kind, args.node)
+    if args.action == "base":
+        return lab.debian_base(args.suite, progress=echo)
     for line in lab.down():
         echo(line)
     left = {k: v for k, v in lab.leftovers().items() if v}
@@ -165,7 +195,47 @@ def _main_runs(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history}
+
+
+def _main_layers(argv: list[str]) -> int:
+    """``nbops layers analyze IMAGE`` · ``nbops layers gate IMAGE [--rules .dive-ci] [--lowest-efficiency X]...``"""
+    from . import layers
+
+    p = argparse.ArgumentParser(prog="nbops layers", description="layer analysis and dive-style CI gate")
+    sub = p.add_subparsers(dest="action", required=True)
+    for name, text in (("analyze", "per-layer sizes, wasted and hidden bytes"),
+                       ("gate", "fail (exit 1) when the image breaks a rule, like `dive --ci`")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("image")
+        sp.add_argument("--source", choices=layers.SOURCES, default="auto")
+        if name == "gate":
+            sp.add_argument("--rules", help="a .dive-ci file (default: ./.dive-ci if present, else dive's defaults)")
+            for rule in ("lowest-efficiency", "highest-wasted-bytes", "highest-user-wasted-percent",
+                         "highest-hidden-bytes"):
+                sp.add_argument(f"--{rule}", metavar="VALUE", help="override one rule ('disabled' skips it)")
+    args = p.parse_args(argv)
+    rep = layers.analyze(args.image, source=args.source)
+    print(repr(rep))
+    if args.action == "analyze":
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
+            print(rep.to_frame().drop(columns=["diff_id", "created_by"]).to_string())
+        return 0
+    rules_file = args.rules or (".dive-ci" if os.path.isfile(".dive-ci") else None)
+    rules = layers.load_rules(rules_file)
+    for rule in ("lowest_efficiency", "highest_wasted_bytes", "highest_user_wasted_percent", "highest_hidden_bytes"):
+        value = getattr(args, rule)
+        if value is not None:
+            rules[rule] = value
+    result = layers.gate(rep, rules)
+    print(result.table())
+    print("PASS" if result.passed else f"FAIL: {len(result.failed())} rule(s) broken")
+    return result.exit_code
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history,
+                                                   "layers": _main_layers}
 COMMANDS.update({"run": _main_run, "runs": _main_runs})
 
 

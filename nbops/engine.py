@@ -7,6 +7,7 @@ and requests exceptions into :mod:`nbops.errors`, each with the address tried an
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -112,6 +113,7 @@ class CLI:
         return subprocess.run([self.path, *args], env=self.env(), timeout=timeout, **kw)
 
 
+@functools.lru_cache(maxsize=4)
 def find_cli() -> tuple[str | None, bool]:
     """Return (path, can_buildkit). A CLI of version < 23 has BuildKit built in; newer need buildx."""
     candidates = [os.environ.get("NBOPS_DOCKER_CLI"), "/usr/bin/docker", shutil.which("docker")]
@@ -148,7 +150,9 @@ def translate(exc: BaseException, address: str, what: str) -> NbopsError:
             address=address,
         )
     if isinstance(exc, docker.errors.NotFound):
-        return NotFound(f"not found while trying to {what}: {_explain(exc)}", hint="check the name with `docker ls`-style listings (%nbops status)", address=address)
+        return NotFound(f"not found while trying to {what}: {_explain(exc)}",
+                        hint=f"check the name, or build/pull it first (DOCKER_HOST={address} docker images)",
+                        address=address)
     if isinstance(exc, docker.errors.APIError):
         return EngineError(f"the engine refused to {what}: {_explain(exc)}", address=address, status=exc.status_code)
     unreachable_types = (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionRefusedError)

@@ -133,10 +133,11 @@ class NbopsMagics(Magics):
             if "id" not in kv or "src" not in kv:
                 raise UsageError(f"bad --secret {spec!r}: use id=NAME,src=FILE")
             secrets[kv["id"]] = kv["src"]
+        buildargs, labels = _pairs(args.build_arg, "--build-arg"), _pairs(args.label, "--label")
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
-                          buildargs=_pairs(args.build_arg, "--build-arg"), labels=_pairs(args.label, "--label"),
-                          target=args.target, nocache=args.no_cache, pull=args.pull, secrets=secrets,
-                          builder=args.builder or self.builder, progress=self._progress())
+                          buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
+                          pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
+                          progress=self._progress())
 
     # -- %push ------------------------------------------------------------------------------------
     @line_magic
@@ -168,9 +169,26 @@ class NbopsMagics(Magics):
         from . import deploy as core
 
         args = parse_argstring(self.deploy, line)
-        return core.deploy(args.image, name=args.name, replicas=args.replicas, publish=args.publish,
-                           env=_pairs(args.env, "--env"), orchestrator=args.orchestrator, engine=self.engine(),
+        env = _pairs(args.env, "--env")
+        return core.deploy(args.image, name=args.name, replicas=args.replicas, publish=args.publish, env=env,
+                           orchestrator=args.orchestrator, engine=self.engine(),
                            timeout=args.timeout or self.deploy_timeout)
+
+    # -- %layers ---------------------------------------------------------------------------------
+    @line_magic
+    @_friendly
+    @magic_arguments()
+    @argument("image", help="repo:tag or id (engine), or HOST:PORT/REPO:TAG with --source registry")
+    @argument("--source", choices=["auto", "dirs", "save", "registry"], default="auto",
+              help="overlay2 layer dirs, the save stream, or registry blobs (default: fastest available)")
+    @argument("--no-cache", action="store_true", help="read every layer again (ignore the layer cache)")
+    def layers(self, line: str) -> Any:
+        """Analyse an image's layers; returns a LayerReport (.to_frame(), .wasted(), .efficiency)."""
+        from . import layers as core
+
+        args = parse_argstring(self.layers, line)
+        engine = None if args.source == "registry" else self.engine()
+        return core.analyze(args.image, source=args.source, engine=engine, cache=not args.no_cache)
 
     # -- %nbops -----------------------------------------------------------------------------------
     @line_magic

@@ -22,7 +22,8 @@ def build_profile(df, *, ax: Any = None, title: str | None = None) -> Any:
     rows = df.reset_index(drop=True)
     ax = _axes(ax, (9, 0.45 * max(len(rows), 3) + 1.2))
     labels = [_short(f"{r.step}. {r.instruction}", 48) for r in rows.itertuples()]
-    durations = rows["duration_s"].astype(float).fillna(0.0).to_numpy()
+    raw_durations = rows["duration_s"].astype(float)
+    durations = raw_durations.fillna(0.0).to_numpy()
     cached = rows["cached"].fillna(False).astype(bool).to_numpy()
     y = np.arange(len(rows))
     colors = ["#9ecae1" if c else "#3182bd" for c in cached]
@@ -30,9 +31,17 @@ def build_profile(df, *, ax: Any = None, title: str | None = None) -> Any:
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("build time (s)")
-    sizes = rows["layer_size"].astype(float).fillna(0.0).to_numpy() / 1e6
-    for yi, (d, s, c) in enumerate(zip(durations, sizes, cached)):
-        note = ("cached" if c else f"{d:.2f} s") + (f" · +{s:.2f} MB" if s > 0 else "")
+    from ._display import human_size
+
+    sizes = rows["layer_size"].astype(float).fillna(0.0).to_numpy()
+    for yi, (d, s, c, instr, missing) in enumerate(zip(durations, sizes, cached, rows["instruction"],
+                                                        raw_durations.isna())):
+        if str(instr).upper().startswith("FROM"):
+            note = f"base image {human_size(s)}"
+        elif missing:
+            note = "config only (no layer)" if s == 0 else f"+{human_size(s)}"
+        else:
+            note = ("cached" if c else f"{d:.2f} s") + (f" · +{human_size(s)}" if s > 0 else " · empty layer")
         ax.annotate(note, (d, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xlim(0, max(float(durations.max(initial=0.0)) * 1.35, 0.5))
     from matplotlib.patches import Patch
@@ -106,3 +115,53 @@ def rollout_timeline(df, *, ax: Any = None, title: str | None = None, end: float
 
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def size_trend(df, *, ax: Any = None, title: str | None = None, top: int = 10) -> Any:
+    """Image size over versions, stacked by layer (the frame of ``nbops.layers.trend(name)``).
+
+    Each band is one layer position (bottom layer first), labelled with the instruction that made it
+    in the latest version; beyond ``top`` bands, the smallest layers are summed into "other layers".
+    """
+    import numpy as np
+
+    ax = _axes(ax, (10, 5))
+    if df.empty:
+        ax.set_title(title or "Image size over versions (no recorded builds)")
+        return ax
+    order = df.drop_duplicates("build_id")[["build_id", "version"]].reset_index(drop=True)
+    data = df.assign(layer=df["layer"].fillna(-1).astype(int))
+    table = data.pivot_table(index="build_id", columns="layer", values="size", aggfunc="sum", fill_value=0)
+    table = table.reindex(order["build_id"]).fillna(0) / 1e6
+    latest = data[data["build_id"] == order["build_id"].iloc[-1]].set_index("layer")["instruction"].to_dict()
+    keep = list(table.max().sort_values(ascending=False).index[:top])
+    bands = [c for c in table.columns if c in keep]
+    rest = table.drop(columns=bands).sum(axis=1)
+    x = np.arange(len(table))
+    bottom = np.zeros(len(table))
+    colors = _band_colors(len(bands) + 1)
+    for i, col in enumerate(bands):
+        label = "build size (not analysed)" if col < 0 else _short(f"L{col}: {latest.get(col) or '?'}", 50)
+        ax.bar(x, table[col].to_numpy(), bottom=bottom, color=colors[i], label=label, width=0.8)
+        bottom += table[col].to_numpy()
+    if rest.any():
+        ax.bar(x, rest.to_numpy(), bottom=bottom, color="#d9d9d9", label="other layers", width=0.8)
+        bottom += rest.to_numpy()
+    labels = [v if len(v) <= 24 else "…" + v[-23:] for v in map(str, order["version"])]  # the tag is at the end
+    step = max(1, len(labels) // 25)
+    ax.set_xticks(x[::step], labels[::step], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("size (MB)")
+    ax.set_xlabel("version (oldest first)")
+    ax.set_xlim(-0.6, len(x) - 0.4)
+    handles, names = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], names[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="layer (latest version), top first", title_fontsize=8)
+    ax.set_title(title or "Image size over versions, by layer")
+    return ax
+
+
+def _band_colors(n: int) -> list[Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]

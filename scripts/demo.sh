@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job: start a local lab of our own, run the quickstart runbook headless, write the executed
+# notebook and its plots to out/, and remove the lab again (whatever happens).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NBOPS_HOME="${NBOPS_HOME:-$(mktemp -d /tmp/nbops-demo.XXXXXX)}"
+export NBOPS_PROGRESS=text MPLBACKEND=Agg
+mkdir -p out
+cleanup() { .venv/bin/nbops lab down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+start=$(date +%s)
+.venv/bin/nbops lab up
+.venv/bin/papermill --log-level WARNING notebooks/00-quickstart.ipynb out/00-quickstart.ipynb -p out_dir "$PWD/out"
+.venv/bin/nbops lab status
+echo "demo: done in $(( $(date +%s) - start )) s — executed notebook: out/00-quickstart.ipynb, plots: out/*.png"
