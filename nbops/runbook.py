@@ -517,8 +517,8 @@ def runs(*, history: _history.History | None = None, limit: int | None = 50) -> 
         summary[r.run_id].append(f"pushed {r.ref}@{str(r.digest)[:19]}" if r.ok else f"push {r.ref} FAILED")
     for r in deploys.itertuples():
         summary[r.run_id].append(f"deployed {r.service} {r.outcome}")
+    df["duration_s"] = (df["finished"] - df["started"]).round(1)
     df["started"] = pd.to_datetime(df["started"], unit="s", utc=True)
-    df["duration_s"] = (df["finished"] - df["started"].astype("int64") / 1e9).round(1)
     df["builds"] = [int((builds["run_id"] == i).sum()) for i in ids]
     df["pushes"] = [int((pushes["run_id"] == i).sum()) for i in ids]
     df["deploys"] = [int((deploys["run_id"] == i).sum()) for i in ids]

@@ -71,6 +71,7 @@ def test_params_produce_record_and_run_log(tmp_path, history):
     log = runbook.runs(history=history)
     df = log.to_frame()
     assert list(df["id"]) == [res.run_id] and df.loc[0, "status"] == "ok"
+    assert abs(df.loc[0, "duration_s"] - res.duration_s) < 0.2
     assert record.name in log._repr_html_()
 
 
