@@ -473,9 +473,14 @@ class RunLog:
 
         if self.frame.empty:
             return "<RunLog: no runs yet — nbops run RUNBOOK.ipynb>"
-        cols = ["id", "notebook", "status", "started", "duration_s", "params", "summary", "error", "output"]
-        with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 70):
-            return self.frame[cols].to_string(index=False)
+        view = self.frame.copy()
+        view["started"] = view["started"].dt.strftime("%Y-%m-%d %H:%M:%S")
+        view["record"] = [Path(p).name if p else "" for p in view["output"]]
+        cols = ["id", "notebook", "status", "started", "duration_s", "params", "summary", "error", "record"]
+        for col in ("params", "summary", "error"):
+            view[col] = [_cut(v, 60) for v in view[col]]
+        with pd.option_context("display.width", 250, "display.max_columns", 20):
+            return view[cols].to_string(index=False)
 
     def _repr_html_(self) -> str:
         df = self.frame.copy()
@@ -487,6 +492,11 @@ class RunLog:
         cols = ["id", "notebook", "status", "started", "duration_s", "params", "summary", "error", "record"]
         table = df[cols].to_html(index=False, border=0, classes="nbops-table", na_rep="", escape=False)
         return card("runs", {"runs": len(df), "failed": int((df["status"] == "failed").sum())}, table)
+
+
+def _cut(value: Any, n: int) -> str:
+    text = "" if value is None or value != value else str(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _rel(path: str) -> str:
