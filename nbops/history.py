@@ -97,6 +97,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "0004_distribute_pulls",
+        """
+        CREATE TABLE pulls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, kind TEXT,
+            source TEXT, image TEXT, digest TEXT, image_id TEXT, duration_s REAL, bytes INTEGER,
+            layers_new INTEGER, layers_total INTEGER, ok INTEGER NOT NULL, error TEXT
+        );
+        CREATE INDEX pulls_run ON pulls(run_id);
+        """,
+    ),
+    (
         "0008_runbook",  # nbops run: options (tags, resume chain), the failed cell, the skipped cells
         """
         ALTER TABLE runs ADD COLUMN options TEXT;
@@ -243,6 +254,9 @@ class History:
 
     def deploys(self) -> pd.DataFrame:
         return _with_time(self.frame("SELECT * FROM deploys ORDER BY ts"))
+
+    def pulls(self) -> pd.DataFrame:
+        return _with_time(self.frame("SELECT * FROM pulls ORDER BY ts"))
 
 
 def _with_time(df: pd.DataFrame) -> pd.DataFrame:

@@ -892,8 +892,9 @@ def _read_config_file(engine: Engine, info: Mapping[str, Any]) -> dict[str, Any]
         return None
 
 
-def layer_dirs(info: Mapping[str, Any]) -> list[str] | None:
-    """The overlay2 diff directories of an image, bottom layer first, or None if not readable here."""
+def layer_dirs(info: Mapping[str, Any], need: Iterable[int] | None = None) -> list[str] | None:
+    """The overlay2 diff directories of an image, bottom layer first, or None if those it ``need``s
+    (by index; default all) are not readable here."""
     gd = info.get("GraphDriver") or {}
     if gd.get("Name") != "overlay2":
         return None
@@ -905,7 +906,8 @@ def layer_dirs(info: Mapping[str, Any]) -> list[str] | None:
     dirs = [*reversed(lower), upper]
     if len(dirs) != len((info.get("RootFS") or {}).get("Layers") or []):
         return None
-    if not all(os.access(d, os.R_OK | os.X_OK) for d in dirs):
+    wanted = range(len(dirs)) if need is None else need
+    if not all(os.access(dirs[i], os.R_OK | os.X_OK) for i in wanted):
         return None
     return dirs
 
@@ -1102,7 +1104,9 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
     ref = image_id  # never a bare repository: `docker save repo` exports every tag
     plan = _plan(lc, diff_ids)
     missing = plan.missing
-    dirs = layer_dirs(info) if source in ("auto", "dirs") else None
+    to_read = set(missing)
+    dirs = (layer_dirs(info, [i for i, d in enumerate(diff_ids) if d in to_read])
+            if source in ("auto", "dirs") else None)
     if source == "dirs" and dirs is None:
         raise LayerError(f"the layer directories of {image} are not readable here",
                          hint="run as root on the engine's machine (overlay2), or use source='save'")
