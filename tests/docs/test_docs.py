@@ -79,3 +79,18 @@ def test_mkdocs_build_strict(tmp_path):
     assert "rolled back to" in rollback
     home = re.sub(r"<[^>]+>", "", (site / "index.html").read_text())
     assert "make demo" in home and "make test" in home
+
+
+def test_binder_config():
+    """repo2docker reads only binder/: it must install nbops from the repo and hide the news toast."""
+    import json
+    import stat
+
+    binder = ROOT / "binder"
+    assert (binder / "requirements.txt").read_text().split() == ["."]
+    post = binder / "postBuild"
+    assert post.stat().st_mode & stat.S_IXUSR and "set -e" in post.read_text().splitlines()[:3]
+    assert subprocess.run(["bash", "-n", str(post)], capture_output=True).returncode == 0
+    overrides = json.loads((binder / "overrides.json").read_text())
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    assert (ROOT / "notebooks" / "data" / "lab-history.sqlite").is_file()  # what Binder users analyse
