@@ -121,6 +121,7 @@ class NbopsMagics(Magics):
     @argument("--pull", action="store_true", help="always look for a newer base image")
     @argument("--secret", action="append", metavar="id=ID,src=FILE", help="BuildKit build secret")
     @argument("--builder", choices=["auto", "buildkit", "legacy"], default=None)
+    @argument("--squash", action="store_true", help="merge the layers added on the base into one")
     def build(self, line: str) -> Any:
         """Build a Dockerfile cell; returns a BuildResult (profile in .to_frame())."""
         from . import build as core
@@ -144,7 +145,7 @@ class NbopsMagics(Magics):
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
                           buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
                           pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
-                          progress=self._progress())
+                          progress=self._progress(), squash=args.squash)
 
     # -- %push / %pull ------------------------------------------------------------------------
     @line_magic

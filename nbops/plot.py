@@ -21,7 +21,9 @@ def build_profile(df, *, ax: Any = None, title: str | None = None) -> Any:
 
     rows = df.reset_index(drop=True)
     ax = _axes(ax, (9, 0.45 * max(len(rows), 3) + 1.2))
-    labels = [_short(f"{r.step}. {r.instruction}", 48) for r in rows.itertuples()]
+    multi = "stage" in rows and rows["stage"].nunique() > 1  # multi-stage: say which stage each step is in
+    labels = [_short(f"{r.step}. " + (f"[{r.stage}] " if multi else "") + str(r.instruction), 52)
+              for r in rows.itertuples()]
     raw_durations = rows["duration_s"].astype(float)
     durations = raw_durations.fillna(0.0).to_numpy()
     cached = rows["cached"].fillna(False).astype(bool).to_numpy()
@@ -117,6 +119,60 @@ def rollout_timeline(df, *, ax: Any = None, title: str | None = None, end: float
         handles.append(Patch(facecolor="white", edgecolor="#333", hatch="//", label="unhealthy"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title or "Rollout timeline: task state over time")
+    return ax
+
+
+def image_hierarchy(df, *, ax: Any = None, title: str | None = None) -> Any:
+    """Base-image tree: each image right of the image it is built on, boxes coloured by how many images
+    an update of it would rebuild; edges say how many layers the child shares with its parent.
+
+    ``df`` is a hierarchy frame (``nbops.hierarchy.hierarchy(engine).to_frame()``).
+    """
+    import matplotlib as mpl
+
+    rows = df.reset_index(drop=True)
+    ax = _axes(ax, (10, 0.55 * max(len(rows), 3) + 1.2))
+    if rows.empty:
+        ax.set_title(title or "Base-image hierarchy (no images)")
+        ax.set_axis_off()
+        return ax
+    kids: dict[Any, list[int]] = {}
+    for i, r in rows.iterrows():
+        kids.setdefault(r["parent_id"] if isinstance(r["parent_id"], str) else None, []).append(i)
+    order: list[int] = []
+
+    def walk(i: int) -> None:
+        order.append(i)
+        for k in sorted(kids.get(rows.at[i, "image_id"], []), key=lambda k: str(rows.at[k, "image"])):
+            walk(k)
+
+    for root in sorted(kids.get(None, []), key=lambda k: str(rows.at[k, "image"])):
+        walk(root)
+    y = {i: n for n, i in enumerate(order)}
+    x = {i: float(rows.at[i, "depth"]) for i in order}
+    cmap = mpl.colormaps["YlOrRd"]
+    top = max(int(rows["dependents"].max()), 1)
+    for i in order:
+        pid = rows.at[i, "parent_id"]
+        if isinstance(pid, str):
+            p = int(rows.index[rows["image_id"] == pid][0])
+            ax.plot([x[p] + 0.05, x[p] + 0.05, x[i]], [y[p] + 0.25, y[i], y[i]], color="#969696", lw=1, zorder=1)
+            ax.text(x[p] + 0.1, y[i] - 0.12, f"shares {int(rows.at[i, 'shared_layers'])} layers", fontsize=7,
+                    color="#636363", va="bottom")
+        dep = int(rows.at[i, "dependents"])
+        own = int(rows.at[i, "own_layers"])
+        from ._display import human_size
+
+        sign = "+" if isinstance(pid, str) else ""
+        label = (f"{_short(str(rows.at[i, 'image']), 34)}\n{sign}{own} layer{'s' if own != 1 else ''}, "
+                 f"{sign}{human_size(rows.at[i, 'own_size'])}" + (f" · rebuilds {dep}" if dep else ""))
+        ax.text(x[i], y[i], label, fontsize=8, va="center", ha="left", zorder=2,
+                bbox={"boxstyle": "round,pad=0.3", "facecolor": cmap(0.15 + 0.75 * dep / top),
+                      "edgecolor": "#636363"})
+    ax.set_xlim(-0.2, max(x.values()) + 2.2)
+    ax.set_ylim(len(order) - 0.4, -0.8)
+    ax.set_axis_off()
+    ax.set_title(title or "Base-image hierarchy: updating an image rebuilds everything below it")
     return ax
 
 
