@@ -108,7 +108,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        "0005_trend_indexes",
+        "0008_runbook",  # nbops run: options (tags, resume chain), the failed cell, the skipped cells
+        """
+        ALTER TABLE runs ADD COLUMN options TEXT;
+        ALTER TABLE runs ADD COLUMN resumed_from TEXT;
+        ALTER TABLE runs ADD COLUMN failed_cell TEXT;
+        ALTER TABLE runs ADD COLUMN skipped TEXT;
+        CREATE INDEX runs_started ON runs(started);
+        """,
+    ),
+    (
+        "0009_trend_indexes",
         """
         CREATE INDEX layer_analyses_latest ON layer_analyses(image_id, id);
         """,

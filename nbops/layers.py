@@ -1336,7 +1336,7 @@ def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
                   " ORDER BY b.ts DESC, b.id DESC LIMIT ?)")
         params += [name, int(limit)]
     # 1. the builds (index builds_name_ts), each with the id of its image's latest analysis (MAX(id)
-    #    straight from index layer_analyses_latest, migration 0005) and
+    #    straight from index layer_analyses_latest, migration 0009_trend_indexes) and
     #    the first of its tags (SQLite reads the JSON, not Python)
     rows = store.execute(
         "SELECT b.id, b.ts, CASE WHEN json_valid(b.tags) AND json_type(b.tags) = 'array'"

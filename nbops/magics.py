@@ -121,6 +121,7 @@ class NbopsMagics(Magics):
     @argument("--pull", action="store_true", help="always look for a newer base image")
     @argument("--secret", action="append", metavar="id=ID,src=FILE", help="BuildKit build secret")
     @argument("--builder", choices=["auto", "buildkit", "legacy"], default=None)
+    @argument("--squash", action="store_true", help="merge the layers added on the base into one")
     def build(self, line: str) -> Any:
         """Build a Dockerfile cell; returns a BuildResult (profile in .to_frame())."""
         from . import build as core
@@ -144,7 +145,7 @@ class NbopsMagics(Magics):
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
                           buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
                           pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
-                          progress=self._progress())
+                          progress=self._progress(), squash=args.squash)
 
     # -- %push / %pull ------------------------------------------------------------------------
     @line_magic
@@ -205,22 +206,43 @@ class NbopsMagics(Magics):
     @line_magic
     @_friendly
     @magic_arguments()
-    @argument("image", help="image to run (pushed images deploy by registry digest)")
-    @argument("--name", required=True, help="service name")
-    @argument("--replicas", type=int, default=1)
+    @argument("image", nargs="?", help="image to run (pushed images deploy by registry digest)")
+    @argument("--name", help="service name (or stack name)")
+    @argument("--rollback", metavar="NAME", help="roll service NAME back to its previous spec")
+    @argument("--replicas", type=int, default=None)
+    @argument("--mode", choices=["replicated", "global"], default=None)
     @argument("--publish", "-p", action="append", default=[], metavar="[PUBLISHED:]TARGET")
     @argument("--env", "-e", action="append", metavar="KEY=VALUE")
-    @argument("--orchestrator", default="swarm")
+    @argument("--constraint", action="append", metavar="EXPR", help="placement, e.g. node.role==manager")
+    @argument("--spread", action="append", metavar="LABEL", help="placement preference, e.g. node.labels.zone")
+    @argument("--update", metavar="K=V,...", help="parallelism=1,delay=1s,failure_action=rollback,monitor=5s,"
+              "max_failure_ratio=0,order=start-first")
+    @argument("--rollback-config", metavar="K=V,...", help="same keys, for rollbacks")
+    @argument("--network", action="append", metavar="NAME", help="overlay network (created attachable if missing)")
+    @argument("--mount", action="append", metavar="SRC:DST[:ro]", help="volume, bind (absolute SRC) or tmpfs:DST")
+    @argument("--secret", action="append", metavar="NAME[=FILE]")
+    @argument("--config", action="append", metavar="NAME[=FILE][:TARGET]")
+    @argument("--cpus", type=float, default=None)
+    @argument("--memory", default=None, help="limit, e.g. 64m")
+    @argument("--restart", default=None, help="swarm: none|on-failure[:N]|any; engine: no|on-failure[:N]|always|unless-stopped")
+    @argument("--health-cmd", default=None)
+    @argument("--health-interval", default=None)
+    @argument("--health-retries", type=int, default=None)
+    @argument("--health-start-period", default=None)
+    @argument("--init", action="store_true", help="run an init as PID 1 (forwards SIGTERM)")
+    @argument("--compose", help="compose file (with --orchestrator stack)")
+    @argument("--probe", action="store_true", help="send bounded HTTP requests during the rollout, count failures")
+    @argument("--from", dest="pickers", action="append", metavar="VAR",
+              help="a NodePicker / OrchestratorPicker variable whose choice to use")
+    @argument("--orchestrator", default=None)
     @argument("--timeout", type=float, default=None, help="seconds to wait for health")
     def deploy(self, line: str) -> Any:
-        """Deploy as a service and wait until every replica is healthy; returns a DeployResult."""
+        """Deploy and wait until every replica is healthy (or roll back); returns a DeployResult."""
         from . import deploy as core
 
         args = parse_argstring(self.deploy, line)
-        env = _pairs(args.env, "--env")
-        return core.deploy(args.image, name=args.name, replicas=args.replicas, publish=args.publish, env=env,
-                           orchestrator=args.orchestrator, engine=self.engine(),
-                           timeout=args.timeout or self.deploy_timeout)
+        name, orchestrator, options = _deploy_options(args, self.shell.user_ns, self.deploy_timeout)
+        return core.deploy(args.image, name=name, orchestrator=orchestrator, engine=self.engine(), **options)
 
     # -- %layers ---------------------------------------------------------------------------------
     @line_magic
@@ -242,14 +264,47 @@ class NbopsMagics(Magics):
     @line_magic
     @_friendly
     def nbops(self, line: str) -> Any:
-        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error"""
+        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error | runs [RUN_ID]"""
         words = shlex.split(line)
         if not words:
-            raise UsageError("usage: %nbops lab up|status|down · %nbops history [builds|pushes|deploys] · %nbops error")
+            raise UsageError("usage: %nbops lab up|status|down|fault KIND NODE · %nbops history [builds|pushes|deploys] · %nbops error")
         handler = _SUBCOMMANDS.get(words[0])
         if handler is None:
             raise UsageError(f"unknown %nbops command {words[0]!r}; use one of: {', '.join(_SUBCOMMANDS)}")
         return handler(self, words[1:])
+
+
+def _deploy_options(args: Any, user_ns: dict[str, Any], default_timeout: float) -> tuple[str, str, dict[str, Any]]:
+    """%deploy's arguments (and any --from pickers) as deploy() options, checked before connecting."""
+    from . import deploy as core
+
+    name = args.name or args.rollback
+    if not name:
+        raise UsageError("%deploy IMAGE --name NAME (or %deploy --rollback NAME)")
+    constraints, orchestrator = list(args.constraint or []), args.orchestrator
+    for var in args.pickers or []:
+        picker = user_ns.get(var)
+        if picker is None or not hasattr(picker, "deploy_options"):
+            raise UsageError(f"--from {var}: not a NodePicker or OrchestratorPicker in this notebook")
+        opts = picker.deploy_options()
+        constraints += opts.get("constraints", [])
+        orchestrator = orchestrator or opts.get("orchestrator")
+    health = None
+    if any(v is not None for v in (args.health_cmd, args.health_interval, args.health_retries, args.health_start_period)):
+        health = core.HealthSpec(cmd=args.health_cmd, interval=core.parse_duration(args.health_interval),
+                                 retries=args.health_retries, start_period=core.parse_duration(args.health_start_period))
+    options = dict(replicas=args.replicas, mode=args.mode, publish=args.publish or None,
+                   env=_pairs(args.env, "--env") or None, constraints=constraints or None,
+                   preferences=args.spread, update=args.update, rollback=args.rollback_config,
+                   networks=args.network, mounts=args.mount, secrets=args.secret, configs=args.config,
+                   cpus=args.cpus, memory=args.memory, restart=args.restart, health=health,
+                   init=args.init or None, compose=args.compose, probe=args.probe or None,
+                   timeout=args.timeout or default_timeout)
+    if args.rollback:
+        options["action"] = "rollback"
+    options = {k: v for k, v in options.items() if v is not None}
+    core.DeploySpec(image=args.image, name=name, **options)  # bad input fails here, before connecting
+    return name, orchestrator or "swarm", options
 
 
 def _cmd_lab(magics: NbopsMagics, argv: list[str]) -> Any:
@@ -283,6 +338,20 @@ def _cmd_error(magics: NbopsMagics, argv: list[str]) -> Any:
             lines.append(f"{key}: {value}")
     print("\n".join(lines))
     return err.data.get("result")
+
+
+def _cmd_runs(magics: NbopsMagics, argv: list[str]) -> Any:
+    from . import runbook
+
+    if argv:
+        return runbook.get_run(argv[0])
+    return runbook.runs()
+
+
+def _cmd_doctor(magics: NbopsMagics, argv: list[str]) -> Any:
+    from . import doctor
+
+    return doctor.doctor(magics.engine())
 
 
 def _ask_password(prompt: str) -> str:
@@ -349,7 +418,8 @@ def _cmd_name(magics: NbopsMagics, argv: list[str]) -> Any:
 
 
 _SUBCOMMANDS = {"lab": _cmd_lab, "history": _cmd_history, "error": _cmd_error, "registry": _cmd_registry,
-                "name": _cmd_name}
+                "name": _cmd_name, "doctor": _cmd_doctor}
+_SUBCOMMANDS["runs"] = _cmd_runs
 
 
 def _pyproject_defaults() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Writes notebooks/workshop/05-swarm-on-three-nodes.ipynb (kept as code so its source is reviewable).
+"""Writes notebooks/workshop/0*.ipynb (kept as code so their source is reviewable).
 
     .venv/bin/python scripts/make_workshop.py
 """
@@ -157,11 +157,76 @@ cells = [
     code("manager.services.get(service).remove()"),
 ]
 
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                               "language": "python"}})
-nb.cells[1].metadata["tags"] = ["parameters"]
-nb.cells[-1].metadata["tags"] = ["cleanup"]
-out = Path(__file__).resolve().parents[1] / "notebooks" / "workshop" / "05-swarm-on-three-nodes.ipynb"
-out.parent.mkdir(parents=True, exist_ok=True)
-nbf.write(nb, str(out))
-print(out)
+cells_04 = [
+    md("# Workshop 4 — deploy on one node, with a HEALTHCHECK\n\n"
+       "A container that *runs* is not yet a container that *works*: the process may be up while the service "
+       "inside is still starting, or hung. A **HEALTHCHECK** is a command the engine runs inside the container "
+       "at a fixed interval; its exit code makes the container `starting`, then `healthy` or `unhealthy`. "
+       "Deployment tools wait for `healthy` before sending traffic, and replace what turns `unhealthy`.\n\n"
+       "In this notebook: an image whose service needs a few seconds to get ready, its health watched from "
+       "`starting` to `healthy`, a fault that makes it `unhealthy`, and the same image deployed as a service "
+       "that is only reported done once it is healthy."),
+    code('name = "health-demo"   # container and service name\n'
+         'out_dir = "out"'),
+    md("## 1. The lab and the image\n"
+       "The web server only becomes ready after 3 seconds (it then creates `/ready`); the health check tests "
+       "for that file every second. `--start-period=10s`: failures in the first 10 s do not count, so a slow "
+       "start is not mistaken for a failure — the container stays `starting` until the first check passes."),
+    code("import os, time\nos.makedirs(out_dir, exist_ok=True)\n%load_ext nbops\n%nbops lab up"),
+    code('%%dockerfile web\nFROM nbops/busybox\nRUN echo "ready and healthy" > /index.html\n'
+         "HEALTHCHECK --interval=1s --timeout=2s --start-period=10s --retries=2 CMD test -f /ready\n"
+         'CMD ["sh", "-c", "sleep 3 && touch /ready && exec httpd -f -p 8080 -h /"]'),
+    code("built = %build web -t web:1\nbuilt"),
+    md("## 2. Watch the health of one container\n"
+       "We start the container with its port published on the node, then read its health state twice a "
+       "second (a bounded number of times)."),
+    code("import pandas as pd\nfrom nbops.engine import Engine\n\n"
+         "engine = Engine.connect()\n"
+         "container = engine.client.containers.run('web:1', detach=True, name=name, ports={'8080/tcp': None})\n\n"
+         "def watch(until, limit=60):\n"
+         "    rows, t0 = [], time.monotonic()\n"
+         "    for _ in range(limit * 2):\n"
+         "        container.reload()\n"
+         "        health = container.attrs['State']['Health']\n"
+         "        rows.append({'t': round(time.monotonic() - t0, 1), 'status': health['Status'],\n"
+         "                     'failing streak': health['FailingStreak']})\n"
+         "        if health['Status'] == until:\n"
+         "            break\n"
+         "        time.sleep(0.5)\n"
+         "    df = pd.DataFrame(rows)\n"
+         "    return df[df.status != df.status.shift()]   # only the changes\n\n"
+         "watch('healthy')"),
+    code("import urllib.request\n\n"
+         "port = container.attrs['NetworkSettings']['Ports']['8080/tcp'][0]['HostPort']\n"
+         "from nbops.lab import Lab\nnode_ip = Lab().node(1).ip    # the lab node the engine runs in\n"
+         "with urllib.request.urlopen(f'http://{node_ip}:{port}/', timeout=3) as resp:\n"
+         "    page = resp.read().decode().strip()\n"
+         "page"),
+    md("## 3. Break it\n"
+       "Remove the file the check looks for — as if the service had lost its database. After `retries` "
+       "failed checks in a row the container is `unhealthy`. The engine alone does not restart it: that is "
+       "the orchestrator's job (next section)."),
+    code("container.exec_run(['rm', '/ready'])\nwatch('unhealthy')"),
+    code("log = pd.DataFrame(container.attrs['State']['Health']['Log'])[['Start', 'ExitCode', 'Output']]\n"
+         "log.tail(3)"),
+    code("assert container.attrs['State']['Health']['Status'] == 'unhealthy'\n"
+         "container.remove(force=True)"),
+    md("## 4. Deploy it as a service\n"
+       "`%push` puts the image in the lab registry; `%deploy` creates a one-replica Swarm service and returns "
+       "only when its task is running **and healthy** (the task stays `starting` until the check passes). "
+       "The rollout timeline shows each state the task went through."),
+    code("%push web:1\ndeployed = %deploy web:1 --name {name} --replicas 1 --publish 8080\ndeployed"),
+    code("deployed.to_frame()[['time', 'node', 'state', 'health', 'message']]"),
+    code("from nbops.deploy.swarm import remove\nremove(name)"),
+]
+
+for filename, notebook_cells in (("04-deploy-with-healthcheck.ipynb", cells_04),
+                                 ("05-swarm-on-three-nodes.ipynb", cells)):
+    nb = nbf.v4.new_notebook(cells=notebook_cells, metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.cells[-1].metadata["tags"] = ["cleanup"]
+    out = Path(__file__).resolve().parents[1] / "notebooks" / "workshop" / filename
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbf.write(nb, str(out))
+    print(out)

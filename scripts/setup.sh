@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what nbops needs on a fresh machine: Debian packages for the local lab (as root), then a
-# virtualenv in .venv with nbops and its test tools. Safe to run again: it only installs what is missing.
+# virtualenv in .venv with nbops and its test tools. `--test` adds what the test suite needs (chromium). Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,8 @@ case "$bb_linkage" in
   *) missing+=(busybox-static) ;;
 esac
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# the test suite drives JupyterLab in a real browser (Debian's chromium; Playwright never downloads one)
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then missing+=(chromium); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]}"

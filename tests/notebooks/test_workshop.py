@@ -55,3 +55,20 @@ def test_workshop_05_swarm_on_three_nodes(own_home, tmp_path):
     assert "rollback_completed" in text                  # the broken release was rolled back
     assert "stop node3: dockerd killed" in text          # the crash fault ran through the magic
     assert (tmp_path / "updates.png").stat().st_size > 10_000
+
+
+def test_workshop_04_deploy_with_healthcheck(lab, tmp_path):
+    """Runs on the session's 1-node lab (`%nbops lab up` in the notebook reuses it)."""
+    import papermill as pm
+
+    out = tmp_path / "04.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "workshop" / "04-deploy-with-healthcheck.ipynb"), str(out),
+                        kernel_name="python3", parameters={"out_dir": str(tmp_path), "name": "ws4-health"},
+                        progress_bar=False, cwd=str(tmp_path), execution_timeout=300)
+    nb = json.loads(out.read_text())
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert all(c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
+    text = _outputs(nb)
+    assert "starting" in text and "healthy" in text and "unhealthy" in text
+    assert "ready and healthy" in text                     # the page, served once healthy
+    assert "<DeployResult ws4-health healthy: 1/1 tasks running" in text
