@@ -120,7 +120,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         "0009_trend_indexes",
         """
-        CREATE INDEX layer_analyses_latest ON layer_analyses(image_id, id);
+        CREATE INDEX IF NOT EXISTS layer_analyses_latest ON layer_analyses(image_id, id);
         """,
     ),
 ]

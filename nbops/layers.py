@@ -1379,13 +1379,12 @@ def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
 
     if not ids:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "aid" else object) for c in _LAYER_COLUMNS})
-    pick = ("FROM analysis_layers WHERE analysis_id IN (SELECT value FROM json_each(?))"
-            " ORDER BY analysis_id, idx")
+    pick = "FROM analysis_layers WHERE analysis_id IN (SELECT value FROM json_each(?))"
     param = (json.dumps(list(ids)),)
-    n, plain, aids, idx, size, diff_ids, instructions = store.execute(
+    n, plain, aids, idx, size, diff_ids, instructions = store.execute(  # in any order: sorted below
         "SELECT count(*), total(typeof(diff_id) = 'text' AND typeof(instruction) = 'text'),"
         " group_concat(analysis_id), group_concat(idx), group_concat(size), group_concat(diff_id, char(0)),"
-        f" group_concat(instruction, char(0)) FROM (SELECT * {pick})", param)[0]
+        f" group_concat(instruction, char(0)) {pick}", param)[0]
     if n and plain == n:
         texts = (diff_ids.split("\0"), instructions.split("\0"))
         if len(texts[0]) == n and len(texts[1]) == n:
@@ -1394,12 +1393,13 @@ def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
             except ValueError:
                 cols = []
             if cols and all(len(c) == n for c in cols):
-                order = np.lexsort((cols[1], cols[0]))  # already in order; made sure of, cheaply
+                order = np.lexsort((cols[1], cols[0]))  # by analysis, layer (unique: the primary key)
                 return pd.DataFrame({"aid": cols[0][order], "layer": cols[1][order],
                                      "diff_id": np.asarray(texts[0], dtype=object)[order],
                                      "instruction": np.asarray(texts[1], dtype=object)[order],
                                      "size": cols[2][order]})
-    rows = store.execute(f"SELECT analysis_id, idx, diff_id, instruction, size {pick}", param)
+    rows = store.execute(f"SELECT analysis_id, idx, diff_id, instruction, size {pick} ORDER BY analysis_id, idx",
+                         param)
     lcols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _LAYER_COLUMNS]
     lay = pd.DataFrame(dict(zip(_LAYER_COLUMNS, lcols, strict=True)))
     return lay.astype({"aid": "int64"}) if lay.empty else lay
