@@ -277,7 +277,7 @@ def _synthetic_store(store, n: int = 10_000, *, odd_layers: bool = True) -> None
                 c.executemany("INSERT INTO analysis_layers (analysis_id, idx, diff_id, instruction, size)"
                               " VALUES (?,?,?,?,?)",
                               [(aid, i, ids[i], f"RUN step {i} of {image // 100}", rnd.randint(0, 10**7))
-                               for i in range(n_layers)])
+                               for i in (reversed(range(n_layers)) if image % 4 == 0 else range(n_layers))])
                 if odd_layers and image % 307 == 1:
                     c.execute("UPDATE analysis_layers SET size = NULL, instruction = CASE idx WHEN 1 THEN"
                               " NULL ELSE 'RUN a' || char(0) || 'b' END WHERE analysis_id = ? AND idx < 3",
