@@ -1357,6 +1357,9 @@ def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
         df = builds.assign(**{c: pd.Series([None] * len(builds), dtype=object) for c in _LAYER_COLUMNS[1:]})
     else:
         df = builds.merge(lay, on="aid", how="left", sort=False)
+        mixed = [c for c in _LAYER_COLUMNS[1:] if df[c].dtype == object]  # e.g. a BLOB among texts
+        if mixed:  # the merge fills those with NaN where SQLite's LEFT JOIN gives NULL (None)
+            df.loc[~df["aid"].isin(lay["aid"]), mixed] = None
     df["time"] = pd.to_datetime(df["ts"], unit="s", utc=True)
     df["size"] = df["size"].where(df["layer"].notna(), df["build_size"])
     df["total_size"] = df.groupby("build_id", sort=False)["size"].transform("sum")
@@ -1382,7 +1385,9 @@ def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
     pick = "FROM analysis_layers WHERE analysis_id IN (SELECT value FROM json_each(?))"
     param = (json.dumps(list(ids)),)
     n, plain, aids, idx, size, diff_ids, instructions = store.execute(  # in any order: sorted below
-        "SELECT count(*), total(typeof(diff_id) = 'text' AND typeof(instruction) = 'text'),"
+        # both TEXT columns (numbers become text in them): a value is text iff it sorts below the empty
+        # BLOB (NULL compares to nothing, a BLOB does not)
+        "SELECT count(*), total(diff_id < x'' AND instruction < x''),"
         " group_concat(analysis_id), group_concat(idx), group_concat(size), group_concat(diff_id, char(0)),"
         f" group_concat(instruction, char(0)) {pick}", param)[0]
     if n and plain == n:

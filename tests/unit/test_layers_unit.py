@@ -317,7 +317,7 @@ def test_trend_fast_path_equals_the_slow_path_over_10000_builds(history, odd_lay
 
 
 @pytest.mark.parametrize("odd", ["size = NULL", "size = 2.5", "size = '12'", "instruction = NULL",
-                                 "instruction = 'a' || char(0) || 'b'", "instruction = 7", "diff_id = 3", None])
+                                 "instruction = 'a' || char(0) || 'b'", "instruction = 7", "diff_id = 3", "instruction = x'6162'", None])
 def test_trend_layers_round_trip_every_value_or_fall_back(history, odd):
     """The layers come as whole columns (group_concat) only when every value survives that; each odd
     value must give the same frame as the row-by-row reference."""
