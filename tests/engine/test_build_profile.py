@@ -121,7 +121,7 @@ def test_base_only_in_the_lab_registry_is_pulled_by_the_engine(lab, engine, hist
 
 @pytest.mark.parametrize("builder", ["buildkit", "legacy"])
 def test_failing_run_gives_step_output_tail_and_exit_code(engine, history, builder):
-    src = "FROM nbops/busybox\nRUN echo preparing\nRUN echo first-line; echo boom-reason >&2; exit 7\nRUN echo never\n"
+    src = "FROM nbops/busybox\nRUN echo preparing\nRUN echo first-line; sleep 0.3; echo boom-reason >&2; exit 7\nRUN echo never\n"
     with pytest.raises(BuildError) as info:
         build(src, [f"{_name()}:f"], engine=engine, builder=builder, history=history, progress="none")
     err = info.value
