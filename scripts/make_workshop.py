@@ -314,7 +314,7 @@ cells_01 = [
          "fig.savefig(f'{out_dir}/build-profile.png', bbox_inches='tight', dpi=110)"),
     md("Every build is also recorded in the history store: `%nbops history builds` lists them, with their "
        "durations and cache hits, across notebook runs."),
-    code("%nbops history builds"),
+    code("builds = %nbops history builds\nbuilds[['time', 'tags', 'builder', 'duration_s', 'size', 'n_layers']].tail(3)"),
 ]
 
 cells_02 = [
@@ -352,9 +352,10 @@ cells_02 = [
     code("rep = %layers {name}:1\nrep"),
     code("rep.to_frame()[['instruction', 'size', 'files', 'bytes_added', 'bytes_hidden_later', 'bytes_removed']]"),
     md("Two numbers for the waste:\n"
-       "* **dive's wasted bytes** (`rep.wasted_bytes`, with `rep.efficiency`): dive adds up every path that "
-       "appears in more than one layer — including the whiteout entries that mark a deletion. It is the number "
-       "CI tools compare against a threshold, so nbops reproduces it exactly.\n"
+       "* **dive's wasted bytes** (`rep.wasted_bytes`, with `rep.efficiency`): for every path that appears in "
+       "more than one layer, dive adds up the sizes of *all* its versions — the last, visible one included "
+       "(see `/version.txt` in `rep.inefficiencies()` below: both versions count). It is the number CI tools "
+       "compare against a threshold, so nbops reproduces it exactly.\n"
        "* **truly hidden bytes** (`rep.hidden_bytes`): the file versions no one can see in the final "
        "filesystem, but that are still shipped.\n\n"
        "`rep.wasted()` lists the hidden versions, largest first, with the layer that **added** each one and the "
@@ -396,7 +397,7 @@ cells_02 = [
          "d_sq.to_frame()[['path', 'change', 'size_a', 'size_b']]"),
     md("Squashing has a price: the squashed image shares only the base with the others, so every new version "
        "ships all its own bytes again — while the unsquashed versions shared all but their last layer."),
-    code("%nbops history builds"),
+    code("builds = %nbops history builds\nbuilds[['time', 'tags', 'duration_s', 'size', 'n_layers']].tail(3)"),
 ]
 
 cells_03 = [
@@ -417,7 +418,8 @@ cells_03 = [
          'work_dir = ""         # a scratch git repository for the naming scheme; "" = a new temp directory'),
     md("## 1. An image, pushed\n"
        "`%push IMAGE` tags the image for the lab registry and pushes it. The result lists each layer as "
-       "**pushed** or **already there** (a registry stores each layer once, by its digest), and the manifest "
+       "**pushed**, **exists** or **mounted** (a registry stores each layer once, by its digest: the base's layers "
+       "are already there under `nbops/busybox`, so they are only linked into the new repository), and the manifest "
        "digest the engine reported — checked against the registry's own answer."),
     code("import os, subprocess, tempfile\nout_dir = os.path.abspath(out_dir)\nos.makedirs(out_dir, exist_ok=True)\n"
          "%load_ext nbops\n%nbops lab up"),
@@ -487,11 +489,13 @@ cells_03 = [
     md("Release tags like `1.0.0` are also **immutable** by default: pushing different content to an existing "
        "`1.0.0` is refused in the same way — release a new version instead."),
     md("## 5. Pull it back\n"
-       "We delete the local tag and pull it from the registry. The digest is checked again: what arrives is "
-       "what was pushed."),
+       "We delete the image from the engine and pull it from the registry (`--tag` also gives it back its short "
+       "local name). The digest is checked again: what arrives is what was pushed. Each layer is downloaded only "
+       "if the engine lacks it — here the engine's *build cache* still holds them all, so the table says so "
+       "and only the manifest and the image config travel. On another machine, the layers would come too."),
     code("from nbops.engine import Engine\n\nengine = Engine.connect()\n"
-         "engine.client.images.remove(f'{registry}/{name}:1.0.0')\n"
-         "pulled = %pull {registry}/{name}:1.0.0\npulled"),
+         "engine.client.images.remove(built.image_id, force=True)   # every tag of it, the image is gone\n"
+         "pulled = %pull {registry}/{name}:1.0.0 --tag {name}:1.0.0\npulled"),
     code("print(pulled.digest == pushed.digest, pulled.image_id == built.image_id)\n"
          "assert pulled.digest == pushed.digest and pulled.image_id == built.image_id"),
     md("## 6. An image as a file\n"
@@ -512,7 +516,8 @@ cells_03 = [
     code("os.chdir(home)\n"
          "%config NbopsMagics.name_template = None\n"
          "%config NbopsMagics.protected_registries = []\n"
-         "%nbops history pushes"),
+         "pushes = %nbops history pushes\n"
+         "pushes[['time', 'ref', 'digest', 'verified', 'bytes_sent']].tail(4)"),
 ]
 
 for filename, notebook_cells in (("01-containerize-and-build.ipynb", cells_01),

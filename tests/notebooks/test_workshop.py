@@ -138,6 +138,8 @@ def test_workshop_03_registry_and_naming(lab, tmp_path):
     refusal = _cell_output(nb, "from IPython.core.error import UsageError")
     assert "UsageError:" in refusal and "protected registry" in refusal and "latest" in refusal
     assert "Traceback" not in refusal
-    assert "<PullResult " in text and "True True" in text
+    pulled = _cell_output(nb, "from nbops.engine import Engine")
+    assert re.search(r"<PullResult \S+/ws3-reg:1.0.0 sha256:\w{64} verified; \d+/3 layers pulled", pulled)
+    assert "True True" in _cell_output(nb, "print(pulled.digest")             # same digest, same image id
     assert "<ArchiveResult export ws3-reg:1.0.0" in text and "<ArchiveResult load ws3-reg:1.0.0" in text
     assert (tmp_path / "ws3-reg.tar.gz.sha256").is_file()
