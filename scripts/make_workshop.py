@@ -275,14 +275,16 @@ cells_01 = [
        "`%build app -t NAME:TAG` builds the stored Dockerfile. The result shows the image, and one row per "
        "instruction: how long it took, whether it came from the **cache**, and the size of the layer it added. "
        "`FROM` reuses the base's layers; `WORKDIR`, `ARG`, `CMD`, `HEALTHCHECK` only change the image's "
-       "configuration (no or empty layers); the `dd` step makes the big layer."),
+       "configuration (no or empty layers); the `dd` step makes the big layer. `--no-cache` makes every "
+       "step of *this* Dockerfile run again (the base image itself is never rebuilt)."),
     code("first = %build app -t {name}:1 --no-cache\nfirst"),
-    code("first.to_frame()[['step', 'instruction', 'duration_s', 'cached', 'layer_size']]"),
+    code("assert not any(s.cached for s in first.steps if s.instruction.startswith(('WORKDIR', 'RUN')))\n"
+         "first.to_frame()[['step', 'instruction', 'duration_s', 'cached', 'layer_size']]"),
     md("## 4. Build again: everything comes from the cache\n"
        "Nothing changed — not the Dockerfile, not the build context, not the base — so every step that makes "
        "a layer (`WORKDIR`, the two `RUN`s) is a cache hit and the same image comes out, in a fraction of the "
-       "time. (`FROM` only names the base; `ARG`, `HEALTHCHECK` and `CMD` only set configuration, so they have "
-       "no cache state.)"),
+       "time. (`ARG`, `HEALTHCHECK` and `CMD` only set configuration, so they have no cache state; `FROM` "
+       "shows whether BuildKit found the base already prepared.)"),
     code("again = %build app -t {name}:1\n"
          "print(again)\n"
          "assert again.image_id == first.image_id\n"
@@ -446,6 +448,7 @@ cells_03 = [
        "We make a small git repository to try it (in a scratch directory; the template reads the git state of "
        "the notebook's working directory, so we move there)."),
     code("home = os.getcwd()\n"
+         "scratch = not work_dir                 # made here: removed again at the end\n"
          "work_dir = work_dir or tempfile.mkdtemp(prefix='ws3-git-')\n"
          "os.makedirs(work_dir, exist_ok=True)\nos.chdir(work_dir)\n\n"
          "def git(*args):\n"
@@ -513,7 +516,8 @@ cells_03 = [
          "engine.client.containers.run(f'{name}:1.0.0', remove=True).decode().strip()   # ...and back"),
     md("`%nbops history pushes` and `%nbops history pulls` keep every transfer of every run: reference, "
        "digest, bytes, time."),
-    code("os.chdir(home)\n"
+    code("import shutil\n\nos.chdir(home)\n"
+         "if scratch:\n    shutil.rmtree(work_dir, ignore_errors=True)\n"
          "%config NbopsMagics.name_template = None\n"
          "%config NbopsMagics.protected_registries = []\n"
          "pushes = %nbops history pushes\n"
