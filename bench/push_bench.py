@@ -11,7 +11,7 @@ Same image, same registry kind, alternating order every round:
 Prints the median times and the ratio nbops / docker (target <= 1.05). Starts its own lab in a
 temp dir and removes it, and every registry it started, at the end.
 
-    .venv/bin/python bench/push_bench.py [--rounds 5] [--mb 60]
+    .venv/bin/python bench/push_bench.py [--rounds 5] [--mb 60] [--progress none|text]
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--mb", type=int, default=60, help="image payload in MB (random, spread over 4 layers)")
+    ap.add_argument("--progress", choices=["none", "text"], default="none",
+                    help="nbops' per-layer display during its pushes (text: one line per layer state change)")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="nbpush-", dir="/tmp"))
@@ -84,7 +86,7 @@ def main() -> int:
 
         def nbops_push(ref: str) -> float:
             t = time.perf_counter()
-            distribute.push("bench/app:1", ref, engine=engine, progress="none")
+            distribute.push("bench/app:1", ref, engine=engine, progress=args.progress)
             return time.perf_counter() - t
 
         def docker_push(ref: str) -> float:

@@ -1,4 +1,5 @@
-"""The ``nbops`` command: ``nbops lab up|status|down``, ``nbops history``, ``nbops layers gate IMAGE``."""
+"""The ``nbops`` command: ``nbops lab up|status|down``, ``nbops history``, ``nbops layers gate IMAGE``,
+``nbops run``, ``nbops runs``."""
 
 from __future__ import annotations
 
@@ -128,6 +129,72 @@ def _main_history(argv: list[str]) -> int:
     return 0
 
 
+def _run_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nbops run", description="execute a runbook notebook headless, record it, resume it")
+    p.add_argument("notebook", nargs="?", help="the runbook (.ipynb); optional with --resume")
+    p.add_argument("-p", "--parameters", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a parameter; the value is read as papermill does (int, float, True/False/None, else str)")
+    p.add_argument("-r", "--parameters-raw", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a parameter kept as a string")
+    p.add_argument("--out", help="directory for the executed notebook (default $NBOPS_HOME/runs)")
+    p.add_argument("--tags", action="append", default=[], help="run only cells with these tags (comma-separated)")
+    p.add_argument("--skip-tags", action="append", default=[], help="leave out cells with these tags")
+    p.add_argument("--resume", metavar="RUN_ID", help="re-run a failed run from its failed cell")
+    p.add_argument("--kernel", help="kernel name (default: the notebook's)")
+    return p
+
+
+def resolve_value(value: str) -> Any:
+    """papermill's ``-p`` semantics: True/False/None, int, float, else the string itself."""
+    if value in ("True", "False"):
+        return value == "True"
+    if value == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def run_command(argv: list[str], *, echo: Callable[[str], Any] = print) -> Any:
+    from . import runbook
+    from .errors import ConfigError
+
+    try:
+        args = _run_parser().parse_args(argv)
+    except _ParseError as exc:
+        raise ConfigError(str(exc), hint="nbops run RUNBOOK.ipynb [-p KEY VALUE ...] [--tags T] [--skip-tags T] "
+                                         "[--out DIR] | nbops run --resume RUN_ID") from None
+    params = {k: resolve_value(v) for k, v in args.parameters}
+    params.update(dict(args.parameters_raw))
+    split = lambda items: [t for item in items for t in item.split(",") if t]  # noqa: E731
+    return runbook.run(args.notebook, params, out=args.out, tags=split(args.tags), skip_tags=split(args.skip_tags),
+                       resume=args.resume, kernel=args.kernel, echo=echo)
+
+
+def _main_run(argv: list[str]) -> int:
+    result = run_command(argv, echo=lambda line: print(line, flush=True))
+    if not result.ok:
+        print(f"nbops: error: {result.one_line()} — fix it, then `nbops run --resume {result.run_id}`",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main_runs(argv: list[str]) -> int:
+    from . import runbook
+
+    if argv and not argv[0].startswith("-"):
+        run = runbook.get_run(argv[0])
+        for key, value in run.items():
+            print(f"{key:>12}: {value}")
+        return 0
+    print(repr(runbook.runs()))
+    return 0
+
+
 def _main_doctor(argv: list[str]) -> int:
     from . import doctor
 
@@ -173,6 +240,7 @@ def _main_layers(argv: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"lab": _main_lab, "history": _main_history,
                                                    "layers": _main_layers, "doctor": _main_doctor}
+COMMANDS.update({"run": _main_run, "runs": _main_runs})
 
 
 if __name__ == "__main__":  # pragma: no cover

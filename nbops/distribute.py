@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from .errors import AuthError, ConfigError, NbopsError, PushError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .naming import Policy
+    from .progress import LayerProgress
     from .registry import Credentials
 
 
@@ -136,7 +138,7 @@ def push(
     reference before anything is sent.
     """
     from . import archive
-    from .progress import Progress
+    from .progress import LayerProgress
     from .registry import Registry, credentials
 
     if to and to.startswith("dir:"):
@@ -155,46 +157,17 @@ def push(
     if ref not in img.tags:
         engine.call(f"tag {image} as {ref}", img.tag, repo, tag)
     t0 = time.monotonic()
-    layers: dict[str, LayerPush] = {}
-    digest = None
-    error = None
-    with Progress(f"push {ref}", total=None, unit="B", unit_scale=True, requested=progress) as bar:
+    with LayerProgress(f"push {ref}", requested=progress) as display:
         stream = engine.call(f"push {ref}", engine.api.push, repo, tag=tag, stream=True, decode=True,
                              auth_config=creds.auth_config() if creds else None)
         try:
-            for chunk in stream:
-                if "error" in chunk or "errorDetail" in chunk:
-                    error = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
-                    break
-                if "aux" in chunk and "Digest" in chunk["aux"]:
-                    digest = chunk["aux"]["Digest"]
-                    continue
-                lid = chunk.get("id")
-                status = chunk.get("status", "")
-                if not lid or lid == tag or len(lid) != 12:
-                    continue
-                lp = layers.setdefault(lid, LayerPush(layer=lid))
-                now = time.monotonic()
-                detail = chunk.get("progressDetail") or {}
-                if status == "Pushing":
-                    lp.status = "pushing"
-                    lp._t_start = lp._t_start or now
-                    if detail.get("total"):
-                        lp.bytes = int(detail["total"])
-                        bar.set_total(sum(x.bytes or 0 for x in layers.values()))
-                    if detail.get("current") is not None:
-                        bar.moveto(sum((x.bytes or 0) if x.status == "pushed" else 0 for x in layers.values())
-                                   + int(detail["current"]), note=lid)
-                elif status == "Pushed":
-                    lp.status = "pushed"
-                    lp.duration_s = now - (lp._t_start or now)
-                elif status == "Layer already exists" or status.startswith("Mounted from"):
-                    lp.status = "exists" if status == "Layer already exists" else "mounted"
-                    lp.duration_s = 0.0
+            layers, digest, error = follow_push(stream, display, tag=tag)
         except Exception as exc:
             from .engine import translate
 
             raise translate(exc, engine.address, f"push {ref}") from exc
+        failed = bool(error or not digest)
+        display.close(failed=failed, summary=None if failed else _summary(layers, "pushed"))
     duration = time.monotonic() - t0
     store = history or _history.default()
     if error and creds:
@@ -219,7 +192,7 @@ def push(
                             ref=ref, digest=digest, remote_digest=remote)
         verified = True
     result = PushResult(image=image, ref=ref, digest=digest, verified=verified, duration_s=duration,
-                        layers=list(layers.values()))
+                        layers=layers)
     result.push_id = store.record(
         "pushes",
         {"ts": time.time(), "run_id": _history.current_run_id(), "image": image, "ref": ref, "digest": digest,
@@ -288,7 +261,7 @@ def pull(
     ``dir:/share/NAME:TAG`` or ``archive:/path.tar[.gz]``); a stream error raises."""
     from . import archive
     from .errors import RegistryError
-    from .progress import Progress
+    from .progress import LayerProgress
     from .registry import credentials
 
     if ref.startswith("dir:"):
@@ -304,10 +277,7 @@ def pull(
     full = f"{repo}@{reference}" if reference.startswith("sha256:") else f"{repo}:{reference}"
     creds = credentials(_registry_of(full) or "", auth)
     t0 = time.monotonic()
-    layers: dict[str, LayerPull] = {}
-    digest = None
-    error = None
-    with Progress(f"pull {full}", total=None, unit="B", unit_scale=True, requested=progress) as bar:
+    with LayerProgress(f"pull {full}", requested=progress) as display:
         try:
             stream = engine.call(f"pull {full}", engine.api.pull, repo, tag=reference, stream=True, decode=True,
                                  auth_config=creds.auth_config() if creds else None)
@@ -317,39 +287,13 @@ def pull(
                 "image": full, "duration_s": time.monotonic() - t0, "ok": False, "error": exc.message})
             raise
         try:
-            for chunk in stream:
-                if "error" in chunk or "errorDetail" in chunk:
-                    error = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
-                    break
-                status = chunk.get("status", "")
-                if status.startswith("Digest: "):
-                    digest = status.split(" ", 1)[1].strip()
-                    continue
-                lid = chunk.get("id")
-                if not lid or len(lid) != 12:
-                    continue
-                lp = layers.setdefault(lid, LayerPull(layer=lid))
-                now = time.monotonic()
-                detail = chunk.get("progressDetail") or {}
-                if status == "Downloading":
-                    lp._t_start = lp._t_start or now
-                    lp.status = "downloading"
-                    if detail.get("total"):
-                        lp.bytes = int(detail["total"])
-                        bar.set_total(sum(x.bytes or 0 for x in layers.values()))
-                    if detail.get("current") is not None:
-                        bar.update(0, note=lid)
-                elif status == "Pull complete":
-                    lp.status = "pulled"
-                    lp.duration_s = now - (lp._t_start or now)
-                    bar.moveto(sum(x.bytes or 0 for x in layers.values() if x.status == "pulled"), note=lid)
-                elif status == "Already exists":
-                    lp.status = "exists"
-                    lp.duration_s = 0.0
+            layers, digest, error = follow_pull(stream, display)
         except Exception as exc:
             from .engine import translate
 
             raise translate(exc, engine.address, f"pull {full}") from exc
+        failed = bool(error or not digest)
+        display.close(failed=failed, summary=None if failed else _summary(layers, "pulled"))
     duration = time.monotonic() - t0
     store = history or _history.default()
     if error and creds and creds.password.reveal():
@@ -370,7 +314,7 @@ def pull(
     if tag:
         engine.call(f"tag {full} as {tag}", engine.api.tag, image_id, *_split_tag(tag))
     result = PullResult(ref=full, digest=digest, image_id=image_id, verified=remote == digest, duration_s=duration,
-                        layers=list(layers.values()))
+                        layers=layers)
     if not result.verified:
         raise PushError(f"pulled {digest} for {full} but the registry now serves {remote}",
                         hint="the tag moved during the pull; pull by digest", ref=full)
@@ -380,6 +324,86 @@ def pull(
         "layers_new": sum(1 for lp in result.layers if lp.status == "pulled"), "layers_total": len(result.layers),
         "ok": True})
     return result
+
+
+def follow_push(stream: Iterable[dict[str, Any]], display: LayerProgress, *,
+                tag: str) -> tuple[list[LayerPush], str | None, str | None]:
+    """Read a push stream (``api.push(..., stream=True, decode=True)``) to its end or first error,
+    reporting each layer to ``display``; returns the layer rows, the digest and the error message."""
+    layers: dict[str, LayerPush] = {}
+    digest = error = None
+    for chunk in stream:
+        if "error" in chunk or "errorDetail" in chunk:
+            error = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
+            break
+        if "aux" in chunk and "Digest" in chunk["aux"]:
+            digest = chunk["aux"]["Digest"]
+            continue
+        lid = chunk.get("id")
+        status = chunk.get("status", "")
+        if not lid or lid == tag or len(lid) != 12:
+            continue
+        lp = layers.setdefault(lid, LayerPush(layer=lid))
+        detail = chunk.get("progressDetail") or {}
+        if status == "Pushing":
+            lp.status = "pushing"
+            # `total` is the layer's content size, `current` the tar bytes read: for a tiny layer
+            # current (2 kB of tar headers) exceeds total (8 B), so the bytes sent are the larger one
+            sent = max(int(detail.get("total") or 0), int(detail.get("current") or 0))
+            lp.bytes = max(lp.bytes or 0, sent) or None
+            display.state(lid, "pushing", current=detail.get("current"), total=lp.bytes)
+        elif status == "Pushed":
+            lp.status = "pushed"
+            lp.duration_s = display.finish(lid, "pushed", nbytes=lp.bytes)
+        elif status == "Layer already exists":
+            lp.status, lp.duration_s = "exists", 0.0
+            display.finish(lid, "exists", duration_s=0.0)
+        elif status.startswith("Mounted from"):
+            lp.status, lp.duration_s = "mounted", 0.0
+            display.finish(lid, "mounted", duration_s=0.0, note=status[len("Mounted "):])
+        elif status in ("Preparing", "Waiting"):
+            display.state(lid, "waiting")
+    return list(layers.values()), digest, error
+
+
+def follow_pull(stream: Iterable[dict[str, Any]],
+                display: LayerProgress) -> tuple[list[LayerPull], str | None, str | None]:
+    """Read a pull stream (``api.pull(..., stream=True, decode=True)``) like :func:`follow_push`."""
+    layers: dict[str, LayerPull] = {}
+    digest = error = None
+    for chunk in stream:
+        if "error" in chunk or "errorDetail" in chunk:
+            error = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
+            break
+        status = chunk.get("status", "")
+        if status.startswith("Digest: "):
+            digest = status.split(" ", 1)[1].strip()
+            continue
+        lid = chunk.get("id")
+        if not lid or len(lid) != 12:
+            continue
+        lp = layers.setdefault(lid, LayerPull(layer=lid))
+        detail = chunk.get("progressDetail") or {}
+        if status in ("Downloading", "Extracting"):
+            lp.status = status.lower()
+            if status == "Downloading" and detail.get("total"):
+                lp.bytes = int(detail["total"])
+            display.state(lid, lp.status, current=detail.get("current"), total=lp.bytes)
+        elif status == "Pull complete":
+            lp.status = "pulled"
+            lp.duration_s = display.finish(lid, "pulled", nbytes=lp.bytes)
+        elif status == "Already exists":
+            lp.status, lp.duration_s = "exists", 0.0
+            display.finish(lid, "exists", duration_s=0.0)
+        elif status in ("Pulling fs layer", "Waiting"):
+            display.state(lid, "waiting")
+    return list(layers.values()), digest, error
+
+
+def _summary(layers: list[Any], moved: str) -> str:
+    n = sum(1 for lp in layers if lp.status == moved)
+    size = human_size(sum(lp.bytes or 0 for lp in layers if lp.status == moved))
+    return f"{n}/{len(layers)} layers {moved} ({size}), {len(layers) - n} already there"
 
 
 def _split_tag(ref: str) -> tuple[str, str]:
@@ -411,4 +435,4 @@ def _registry_of(ref: str) -> str | None:
     return None
 
 
-__all__ = ["push", "pull", "plan_ref", "PushResult", "PullResult", "LayerPush", "LayerPull", "manifest_digest", "target_ref", "default_registry", "lab_registry"]
+__all__ = ["push", "pull", "plan_ref", "PushResult", "PullResult", "LayerPush", "LayerPull", "follow_push", "follow_pull", "manifest_digest", "target_ref", "default_registry", "lab_registry"]

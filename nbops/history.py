@@ -107,6 +107,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX pulls_run ON pulls(run_id);
         """,
     ),
+    (
+        "0008_runbook",  # nbops run: options (tags, resume chain), the failed cell, the skipped cells
+        """
+        ALTER TABLE runs ADD COLUMN options TEXT;
+        ALTER TABLE runs ADD COLUMN resumed_from TEXT;
+        ALTER TABLE runs ADD COLUMN failed_cell TEXT;
+        ALTER TABLE runs ADD COLUMN skipped TEXT;
+        CREATE INDEX runs_started ON runs(started);
+        """,
+    ),
 ]
 
 _TABLE_COLUMNS_CACHE: dict[tuple[str, str], list[str]] = {}

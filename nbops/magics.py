@@ -264,7 +264,7 @@ class NbopsMagics(Magics):
     @line_magic
     @_friendly
     def nbops(self, line: str) -> Any:
-        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error"""
+        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error | runs [RUN_ID]"""
         words = shlex.split(line)
         if not words:
             raise UsageError("usage: %nbops lab up|status|down|fault KIND NODE · %nbops history [builds|pushes|deploys] · %nbops error")
@@ -340,6 +340,14 @@ def _cmd_error(magics: NbopsMagics, argv: list[str]) -> Any:
     return err.data.get("result")
 
 
+def _cmd_runs(magics: NbopsMagics, argv: list[str]) -> Any:
+    from . import runbook
+
+    if argv:
+        return runbook.get_run(argv[0])
+    return runbook.runs()
+
+
 def _cmd_doctor(magics: NbopsMagics, argv: list[str]) -> Any:
     from . import doctor
 
@@ -411,6 +419,7 @@ def _cmd_name(magics: NbopsMagics, argv: list[str]) -> Any:
 
 _SUBCOMMANDS = {"lab": _cmd_lab, "history": _cmd_history, "error": _cmd_error, "registry": _cmd_registry,
                 "name": _cmd_name, "doctor": _cmd_doctor}
+_SUBCOMMANDS["runs"] = _cmd_runs
 
 
 def _pyproject_defaults() -> dict[str, Any]:
