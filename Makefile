@@ -8,7 +8,8 @@ setup:
 demo: setup
 	bash scripts/demo.sh
 
-test: setup
+test:
+	bash scripts/setup.sh --test
 	.venv/bin/ruff check nbops tests bench
 	.venv/bin/python -m pytest
 

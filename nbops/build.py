@@ -27,7 +27,7 @@ from typing import Any
 from . import history as _history
 from ._display import card, frame_html, human_size, human_time
 from .engine import Engine
-from .errors import BuildError, ConfigError, EngineError
+from .errors import BuildError, ConfigError, DockerfileError, EngineError
 from .progress import Progress
 
 # instructions that produce a filesystem layer; the others only change the image config
@@ -44,6 +44,7 @@ class BuildStep:
     layer_id: str | None = None
     layer_size: int | None = None
     cumulative_size: int | None = None
+    in_final: bool | None = None  # the step belongs to the stage that became the image
 
 
 @dataclass
@@ -61,12 +62,15 @@ class BuildResult:
     dockerfile_sha: str
     log: list[str] = field(default_factory=list, repr=False)
     build_id: int | None = None
+    squashed: SquashResult | None = None
 
     def __repr__(self) -> str:
         cached = sum(1 for s in self.steps if s.cached)
         tag = self.tags[0] if self.tags else self.image_id[:19]
+        sq = f", squashed to {human_size(self.squashed.size_after)} {self.squashed.layers_after} layers" \
+            if self.squashed else ""
         return (f"<BuildResult {tag} {self.image_id[7:19]} {human_size(self.size)} {self.n_layers} layers, "
-                f"{len(self.steps)} steps ({cached} cached) in {human_time(self.duration_s)} via {self.builder}>")
+                f"{len(self.steps)} steps ({cached} cached) in {human_time(self.duration_s)} via {self.builder}{sq}>")
 
     def to_frame(self):
         import pandas as pd
@@ -81,6 +85,9 @@ class BuildResult:
         view = df[["step", "stage", "instruction", "duration", "cached", "layer"]]
         facts = {"image": self.image_id[7:19], "tags": ", ".join(self.tags) or "-", "size": human_size(self.size),
                  "layers": self.n_layers, "time": human_time(self.duration_s), "builder": self.builder}
+        if self.squashed:
+            facts["squashed"] = (f"{self.squashed.image_id[7:19]}: {human_size(self.squashed.size_after)}, "
+                                 f"{self.squashed.layers_after} layers")
         return card("build", facts, frame_html(view))
 
     def plot(self, ax: Any = None):
@@ -107,26 +114,30 @@ def build(
     history: _history.History | None = None,
     timeout: float = 1800,
     progress: str | None = None,
+    squash: bool = False,
 ) -> BuildResult:
     """Build the Dockerfile text ``source`` and return its profile.
 
     ``context`` is a directory sent as the build context (default: an empty one); ``files`` maps
     names in the context to local files to add. ``secrets`` maps a secret id to a file (BuildKit only;
     the secret is mounted during ``RUN --mount=type=secret,id=…`` and never stored in the image).
+    ``squash`` merges the layers the Dockerfile added into one (the base image's layers stay shared)
+    and points ``tags`` at the squashed image (see :func:`squash`).
     """
     engine = engine or Engine.connect()
     # the docker CLI waits forever on a hung engine: make sure it answers within engine.timeout first
     engine.call("reach the engine before the build", engine.api.ping)
     if builder not in ("auto", "buildkit", "legacy"):
         raise ConfigError(f"unknown builder {builder!r}", hint="use auto, buildkit or legacy")
-    cli = engine.cli()
+    if not source.strip():
+        raise BuildError("the Dockerfile is empty", hint="write a %%dockerfile cell first")
+    _preflight(source, engine)
+    cli = _cli(engine)
     use_buildkit = builder == "buildkit" or (builder == "auto" and cli.buildkit)
     if builder == "buildkit" and not cli.buildkit:
         raise ConfigError("no docker CLI with BuildKit found", hint="install Debian's docker.io or docker buildx")
     if secrets and not use_buildkit:
         raise ConfigError("build secrets need BuildKit", hint="use --builder buildkit (the legacy builder would bake them into a layer)")
-    if not source.strip():
-        raise BuildError("the Dockerfile is empty", hint="write a %%dockerfile cell first")
 
     ctx_tmp = None
     if context is None or files:
@@ -142,15 +153,25 @@ def build(
     if not ctx.is_dir():
         raise ConfigError(f"build context {ctx} is not a directory", hint="pass --context DIR with an existing directory")
     dockerfile_sha = hashlib.sha256(source.encode()).hexdigest()
+    redact = _redactor(secrets, buildargs)
     t0 = time.monotonic()
     try:
         if use_buildkit:
-            image_id, steps, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                   pull, secrets, timeout, progress)
+            try:
+                image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
+                                                       pull, secrets, timeout, progress, redact)
+            except BuildError as err:
+                # BuildKit in engine 20.10 ignores insecure registries given as CIDRs (the lab's): a base
+                # that is not local yet is pulled by the engine itself, then the build runs once more
+                if pull or not any(_HTTPS_TO_HTTP in line for line in err.data.get("build_log") or []):
+                    raise
+                _pull_bases(engine, source, buildargs, target)
+                image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
+                                                       pull, secrets, timeout, progress, redact)
             used = "buildkit"
         else:
-            image_id, steps, log = _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                 pull, timeout, progress)
+            image_id, obs, log = _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
+                                                 pull, timeout, progress, redact)
             used = "legacy"
     except BuildError as err:
         _record_failure(history, name, tags, dockerfile_sha, "buildkit" if use_buildkit else "legacy", engine,
@@ -160,23 +181,205 @@ def build(
         if ctx_tmp is not None:
             shutil.rmtree(ctx_tmp, ignore_errors=True)
     duration = time.monotonic() - t0
-    image = engine.call("inspect the built image", engine.client.images.get, image_id)
-    hist = engine.call("read the image history", image.history)
-    _attach_layers(steps, hist, image.attrs.get("RootFS", {}).get("Layers", []), source, target)
-    result = BuildResult(name=name, tags=list(tags), image_id=image.id, builder=used, duration_s=duration,
-                         steps=steps, size=int(image.attrs.get("Size") or 0),
-                         n_layers=len(image.attrs.get("RootFS", {}).get("Layers", [])),
+    attrs, hist = _inspect_with_history(engine, image_id)
+    steps = _profile(obs, used, source, target, hist, attrs.get("RootFS", {}).get("Layers", []))
+    if used == "legacy":
+        _legacy_layer_ids(engine, steps, obs)
+    result = BuildResult(name=name, tags=list(tags), image_id=attrs["Id"], builder=used, duration_s=duration,
+                         steps=steps, size=int(attrs.get("Size") or 0),
+                         n_layers=len(attrs.get("RootFS", {}).get("Layers", [])),
                          dockerfile_sha=dockerfile_sha, log=log)
+    if squash:
+        result.squashed = _squash(engine, attrs["Id"], tags=tags, source=source, target=target, buildargs=buildargs)
     store = history or _history.default()
     result.build_id = store.record(
         "builds",
         {"ts": time.time(), "run_id": _history.current_run_id(), "name": name, "tags": list(tags),
-         "image_id": image.id, "dockerfile_sha": dockerfile_sha, "builder": used, "engine": engine.address,
+         "image_id": attrs["Id"], "dockerfile_sha": dockerfile_sha, "builder": used, "engine": engine.address,
          "duration_s": duration, "size": result.size, "n_layers": result.n_layers, "ok": True,
-         "meta": {"target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": nocache}},
-        {"build_steps": [asdict(s) for s in steps]},
+         "meta": {"target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": nocache,
+                  "pull": pull, "labels": dict(labels or {}),
+                  "squashed": result.squashed.summary() if result.squashed else None}},
+        {"build_steps": [dict(vars(s)) for s in steps]},  # vars(): asdict's deep copy costs ms per build
     )
     return result
+
+
+# image id -> (inspect subset, history): an id is the digest of the image config, so what it names never
+# changes; a warm rebuild that yields the same image skips two engine round trips
+_IMAGE_META: dict[tuple[str, str], tuple[dict, list[dict]]] = {}
+
+
+def _inspect_with_history(engine: Engine, image_id: str) -> tuple[dict, list[dict]]:
+    """The image's id, size, layers and history (fetched side by side; remembered per image id)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = (engine.address, image_id)
+    if key in _IMAGE_META:
+        return _IMAGE_META[key]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(engine.call, "read the image history", engine.api.history, image_id)
+        attrs = engine.call("inspect the built image", engine.api.inspect_image, image_id)
+        hist = later.result()
+    if len(_IMAGE_META) >= 256:
+        _IMAGE_META.pop(next(iter(_IMAGE_META)))
+    keep = {"Id": attrs["Id"], "Size": attrs.get("Size"), "RootFS": {"Layers": attrs.get("RootFS", {}).get("Layers", [])}}
+    _IMAGE_META[key] = (keep, hist)
+    return keep, hist
+
+
+@dataclass
+class SquashResult:
+    """An image squashed: what it was and what it became (size and layer count before/after)."""
+
+    source_id: str
+    image_id: str
+    tags: list[str]
+    size_before: int
+    size_after: int
+    layers_before: int
+    layers_after: int
+    base_layers: int  # layers kept as they were (shared with the base image)
+    duration_s: float
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"image": "before", "id": self.source_id, "size": self.size_before,
+                              "layers": self.layers_before},
+                             {"image": "squashed", "id": self.image_id, "size": self.size_after,
+                              "layers": self.layers_after}])
+
+    def __repr__(self) -> str:
+        return (f"<SquashResult {self.image_id[7:19]}: {human_size(self.size_before)} {self.layers_before} layers -> "
+                f"{human_size(self.size_after)} {self.layers_after} layers ({self.base_layers} base layers kept) "
+                f"in {human_time(self.duration_s)}>")
+
+    def _repr_html_(self) -> str:
+        facts = {"before": f"{human_size(self.size_before)}, {self.layers_before} layers",
+                 "after": f"{human_size(self.size_after)}, {self.layers_after} layers",
+                 "base layers kept": self.base_layers, "time": human_time(self.duration_s)}
+        return card("squash", facts)
+
+
+def squash(engine: Engine, image: str, *, tags: Sequence[str] = (), base: str | None = None,
+           source: str | None = None, target: str | None = None, buildargs: Mapping[str, str] | None = None,
+           keep_base: bool = True) -> SquashResult:
+    """Merge the layers an image added on top of its base into one, keeping its config (CMD, ENV,
+    HEALTHCHECK, labels...). Engine 20.10's own ``--squash`` needs experimental mode; this uses the
+    docker-squash library (save → merge layer tars honouring whiteouts → load).
+
+    The base is ``base``, else the final stage's FROM in ``source``; its layers stay untouched so
+    images built on it still share them (``keep_base=False`` squashes everything into one layer).
+    """
+    import logging
+
+    from docker_squash.errors import SquashError, SquashUnnecessaryError
+    from docker_squash.squash import Squash
+
+    t0 = time.monotonic()
+    before = engine.call(f"inspect image {image}", engine.api.inspect_image, image)
+    layers = before.get("RootFS", {}).get("Layers", [])
+    hist = engine.call("read the image history", engine.api.history, before["Id"])
+    if base is None and source is not None and keep_base:
+        from .dockerfile import parse
+
+        st = parse(source, buildargs).stage(target)
+        if st is not None and not st.from_stage and st.base_resolved != "scratch":
+            base = st.base_resolved
+    n_base_layers, n_entries = 0, len(hist)
+    if base is not None and keep_base:
+        b = engine.call(f"inspect the base image {base}", engine.api.inspect_image, base)
+        b_layers = b.get("RootFS", {}).get("Layers", [])
+        if layers[: len(b_layers)] == b_layers:
+            n_base_layers = len(b_layers)
+            n_entries = len(hist) - len(engine.call("read the base history", engine.api.history, b["Id"]))
+    log = logging.getLogger("nbops.squash")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    first = tags[0] if tags else None
+    new_id = before["Id"]
+    if len(layers) - n_base_layers > 1 and n_entries > 1:
+        try:
+            new_id = Squash(log=log, image=before["Id"], docker=engine.api, tag=first, from_layer=n_entries,
+                            comment="squashed by nbops").run()
+        except SquashUnnecessaryError:
+            pass
+        except SquashError as exc:
+            raise BuildError(f"squashing {image} failed: {exc}", hint="build without --squash") from exc
+        except Exception as exc:
+            from .engine import translate
+
+            raise translate(exc, engine.address, "squash the image") from exc
+    after = engine.call("inspect the squashed image", engine.api.inspect_image,
+                        new_id if str(new_id).startswith("sha256:") else f"sha256:{new_id}")
+    for t in tags:
+        engine.call("tag the squashed image", engine.api.tag, after["Id"], *_split_tag(t))
+    return SquashResult(before["Id"], after["Id"], list(tags), int(before.get("Size") or 0), int(after.get("Size") or 0),
+                        len(layers), len(after.get("RootFS", {}).get("Layers", [])), n_base_layers,
+                        time.monotonic() - t0)
+
+
+_squash = squash  # build()'s `squash` flag shadows the function's name there
+
+_CLIS: dict[str, Any] = {}
+REDACTED = "[secret hidden by nbops]"
+
+
+def _redactor(secrets: Mapping[str, str | os.PathLike[str]] | None, buildargs: Mapping[str, str] | None):
+    """A function hiding secret values in build output: the content of every secret file, and the
+    values of build args whose names look secret (TOKEN, PASSWORD...), which BuildKit echoes in step names."""
+    from .dockerfile import _SECRET_NAME
+
+    values: set[str] = set()
+    for src in (secrets or {}).values():
+        try:
+            data = Path(src).read_bytes()[: 1 << 16].decode("utf-8", "replace")
+        except OSError:
+            continue
+        values |= {v for v in (data, data.strip(), *data.splitlines()) if len(v.strip()) >= 4}
+    for key, value in (buildargs or {}).items():
+        if _SECRET_NAME.search(key) and len(value) >= 4:
+            values.add(value)
+    ordered = sorted(values, key=len, reverse=True)
+    if not ordered:
+        return lambda text: text
+
+    def redact(text: str) -> str:
+        for v in ordered:
+            if v in text:
+                text = text.replace(v, REDACTED)
+        return text
+
+    return redact
+
+
+def _cli(engine: Engine) -> Any:
+    """The engine's docker CLI, probed once per address (the probe runs `docker version`)."""
+    cli = _CLIS.get(engine.address)
+    if cli is None:
+        cli = _CLIS[engine.address] = engine.cli()
+    return cli
+
+
+def _preflight(source: str, engine: Engine) -> None:
+    """Stop before the engine does, with the line: syntax errors, heredocs the engine cannot read."""
+    from .dockerfile import check_syntax, mask_heredocs
+
+    check_syntax(source)
+    if "<<" in source:
+        docs = mask_heredocs(source)[1]
+        if docs and not re.match(r"\s*#\s*syntax\s*=", source):
+            version = str(engine.version.get("Version") or "0")
+            major = int(re.match(r"\d*", version).group(0) or 0)
+            if major < 23:
+                raise DockerfileError(
+                    f"line {docs[0].line}: heredoc ({docs[0].instruction} <<{docs[0].delimiter}) is not understood by "
+                    f"engine {version}'s built-in Dockerfile frontend",
+                    hint="write `RUN set -e; cmd1; cmd2` (or COPY a script) instead", line=docs[0].line)
 
 
 def _record_failure(history, name, tags, sha, builder, engine, duration, err) -> None:
@@ -192,7 +395,8 @@ def _record_failure(history, name, tags, sha, builder, engine, duration, err) ->
 
 
 # -- BuildKit through the CLI ------------------------------------------------------------------------
-_BK_HEADER = re.compile(r"^#(\d+) \[(?:(?P<stage>[^\]\s]+) )?(?P<k>\d+)/(?P<n>\d+)\] (?P<text>.*)$")
+# "[build 2/3]", "[2/3]", and padded when there are 10 steps or more: "[ 2/41]", "[stage-1  2/12]"
+_BK_HEADER = re.compile(r"^#(\d+) \[(?:(?P<stage>[^\]\s]+) +)?\s*(?P<k>\d+)/(?P<n>\d+)\] (?P<text>.*)$")
 _BK_DONE = re.compile(r"^#(\d+) DONE (\d+(?:\.\d+)?)s$")
 _BK_CACHED = re.compile(r"^#(\d+) CACHED$")
 _BK_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
@@ -200,8 +404,9 @@ _BK_OUTPUT = re.compile(r"^#(\d+) \d+(?:\.\d+)? (.*)$")
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
 
 
-def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets, timeout, progress):
-    cli = engine.cli()
+def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets, timeout, progress,
+                    redact=lambda s: s):
+    cli = _cli(engine)
     iidfile = Path(tempfile.mkstemp(prefix="nbops-iid-")[1])
     args = ["build", "--progress=plain", "--iidfile", str(iidfile), "-f", "-"]
     for t in tags:
@@ -219,7 +424,9 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
     if nocache:
         args.append("--no-cache")
     if pull:
-        args.append("--pull")
+        # BuildKit in engine 20.10 ignores insecure-registries given as CIDRs (the lab's), so the
+        # engine's own pull refreshes the bases and BuildKit then finds them up to date locally
+        _pull_bases(engine, source, buildargs, target, log_to=None)
     args.append(str(ctx))
     n_steps = _count_steps(source, target)
     vertices: dict[int, dict[str, Any]] = {}
@@ -233,7 +440,7 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
         proc.stdin.close()
         with Progress("build", total=n_steps or None, unit="step", requested=progress) as bar:
             for line in proc.stdout:
-                line = line.rstrip("\n")
+                line = redact(line.rstrip("\n"))
                 log.append(line)
                 if time.monotonic() > deadline:
                     proc.kill()
@@ -276,11 +483,28 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
     iidfile.unlink(missing_ok=True)
     if rc != 0 or not image_id:
         raise _buildkit_error(vertices, log, engine.address)
-    steps = []
-    for i, v in enumerate(sorted(vertices.values(), key=lambda v: (v["stage"] or "", v["k"])), start=1):
-        steps.append(BuildStep(step=i, stage=v["stage"], instruction=v["text"], duration_s=v.get("duration"),
-                               cached=v.get("cached")))
-    return image_id, steps, log
+    return image_id, list(vertices.values()), log
+
+
+def _pull_bases(engine: Engine, source: str, buildargs, target, log_to=None) -> list[str]:
+    """Pull every base image the build needs (stages' FROM, not scratch or other stages)."""
+    from .dockerfile import parse
+
+    st = parse(source, buildargs)
+    final = st.stage(target) if target else None
+    stages = st.stages[: final.index + 1] if final is not None else st.stages
+    pulled = []
+    for ref in dict.fromkeys(s.base_resolved for s in stages if not s.from_stage):
+        if ref == "scratch" or "$" in ref:
+            continue
+        repo, tag = _split_tag(ref.split("@")[0])
+        try:
+            engine.call(f"pull the base image {ref}", engine.api.pull, repo, tag=tag or "latest")
+        except EngineError as err:
+            raise BuildError(f"--pull: cannot pull the base image {ref}: {err.message}",
+                             hint="check the registry is reachable, or build without --pull") from err
+        pulled.append(ref)
+    return pulled
 
 
 def _buildkit_error(vertices, log, address) -> BuildError:
@@ -291,7 +515,11 @@ def _buildkit_error(vertices, log, address) -> BuildError:
         tail = v["output"][-10:]
         where = f"[{v['stage'] + ' ' if v['stage'] else ''}{v['k']}] {v['text']}"
         msg = f"step {where} failed" + (f" with exit code {code.group(1)}" if code else f": {v['error']}")
-        return BuildError(msg, hint="see .output_tail / .build_log on the error (%tb shows it)", step=where,
+        last = next((t for t in reversed(tail) if t.strip()), None)
+        if last:
+            msg += f"; last output: {last.strip()[:200]}"
+        return BuildError(msg, hint="the output tail and the build log are on the error (%nbops error shows them)",
+                          step=where,
                           exit_code=int(code.group(1)) if code else None, output_tail=tail, build_log=log)
     errors = [line for line in log if line.startswith(("error:", "ERROR:", "failed to", "Error"))]
     text = errors[-1] if errors else (log[-1] if log else "the docker CLI failed")
@@ -329,10 +557,13 @@ def _logical_lines(source: str) -> Iterable[str]:
 
 
 # -- the legacy builder through the SDK ---------------------------------------------------------------
+_HTTPS_TO_HTTP = "server gave HTTP response to HTTPS client"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LEGACY_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
-def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, timeout, progress):
+def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, timeout, progress,
+                  redact=lambda s: s):
     dockerfile = ".nbops.Dockerfile"
     (ctx / dockerfile).write_text(source)
     steps: list[BuildStep] = []
@@ -348,7 +579,7 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
         with Progress("build", total=None, unit="step", requested=progress) as bar:
             for chunk in _guarded(engine, stream):
                 if "stream" in chunk:
-                    for line in chunk["stream"].splitlines():
+                    for line in redact(chunk["stream"]).splitlines():
                         log.append(line)
                         if m := _LEGACY_STEP.match(line):
                             now = time.monotonic()
@@ -365,7 +596,7 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
                 elif "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 elif "error" in chunk or "errorDetail" in chunk:
-                    error = chunk.get("error") or chunk["errorDetail"].get("message")
+                    error = redact(chunk.get("error") or chunk["errorDetail"].get("message") or "")
                     log.append(error)
         if steps:
             steps[-1].duration_s = time.monotonic() - t_step
@@ -374,13 +605,21 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
     if error or not image_id:
         failed = steps[-1] if steps else None
         code = _EXIT_CODE.search(error or "") or re.search(r"returned a non-zero code: (\d+)", error or "")
+        starts = [i for i, t in enumerate(log) if _LEGACY_STEP.match(t)]
+        own = log[starts[-1] + 1:] if starts else log
+        own = [_ANSI.sub("", t) for t in own]  # the classic builder colours a failing step's stderr
+        tail = [t for t in own if t.strip() and t != error and not t.startswith((" ---> ", "Removing "))][-10:]
+        last = f"; last output: {tail[-1].strip()[:200]}" if failed and tail else ""
         raise BuildError(
-            f"step {failed.step} ({failed.instruction}) failed: {error}" if failed else f"the build failed: {error}",
-            hint="see .build_log on the error", step=failed.instruction if failed else None,
-            exit_code=int(code.group(1)) if code else None, output_tail=log[-10:], build_log=log)
+            f"step {failed.step} ({failed.instruction}) failed: {error}{last}" if failed else f"the build failed: {error}",
+            hint="the output tail and the build log are on the error (%nbops error shows them)",
+            step=failed.instruction if failed else None,
+            exit_code=int(code.group(1)) if code else None, output_tail=tail, build_log=log)
     for t in tags[1:]:
         engine.call("tag the image", engine.api.tag, image_id, *_split_tag(t))
-    return image_id, steps, log
+    obs = [{"k": s.step, "text": s.instruction.split(None, 1)[0].upper() if s.instruction else "",
+            "duration": s.duration_s, "cached": s.cached, "image": s.layer_id} for s in steps]
+    return image_id, obs, log
 
 
 def _guarded(engine: Engine, stream: Iterable[dict]) -> Iterable[dict]:
@@ -401,99 +640,189 @@ def _split_tag(ref: str) -> tuple[str, str | None]:
     return name, tag
 
 
-# -- joining steps with the image history -------------------------------------------------------------
-def _attach_layers(steps: list[BuildStep], hist: list[dict], diff_ids: list[str], source: str, target: str | None) -> None:
-    """Give each step of the final stage its layer id and size from the image history.
-
-    The history lists, oldest first, the base image's entries then one per instruction of the final
-    stage. BuildKit only reports steps that do work (FROM/RUN/COPY/ADD...), so config-only
-    instructions (ENV, CMD, HEALTHCHECK...) are added as steps with no duration.
-    """
-    entries = list(reversed(hist))  # oldest first
-    final = _final_stage_instructions(source, target)
-    if not final or len(final) > len(entries):
-        return
-    own = entries[len(entries) - len(final):]
-    base_size = sum(int(e.get("Size") or 0) for e in entries[: len(entries) - len(final)])
-    # diff ids: one per layer-producing entry, in order
-    n_layer_entries = sum(1 for e in entries if _is_layer_entry(e))
-    layer_iter = iter(diff_ids) if n_layer_entries == len(diff_ids) else None
-    layer_of: dict[int, str] = {}
-    if layer_iter is not None:
-        for idx, e in enumerate(entries):
-            if _is_layer_entry(e):
-                layer_of[idx] = next(layer_iter)
-    offset = len(entries) - len(final)
-    by_text = {}
-    for s in steps:
-        if s.stage in (None, target) or _is_final_stage_name(s.stage, source, target):
-            by_text.setdefault(_norm(s.instruction), s)
-    cumulative = base_size
-    rows: list[BuildStep] = []
-    from_step = next((s for s in steps if s.instruction.upper().startswith("FROM")
-                      and _is_final_stage_name(s.stage, source, target)), None)
-    if from_step is not None:
-        from_step.layer_size = base_size
-        from_step.cumulative_size = base_size
-        rows.append(from_step)
-    for i, (instr, entry) in enumerate(zip(final, own)):
-        size = int(entry.get("Size") or 0)
-        cumulative += size
-        step = by_text.get(_norm(instr))
-        if step is None:
-            step = BuildStep(step=0, stage=from_step.stage if from_step else None, instruction=instr,
-                             duration_s=None, cached=None)
-        step.layer_size = size
-        step.cumulative_size = cumulative
-        step.layer_id = layer_of.get(offset + i) or step.layer_id
-        rows.append(step)
-    others = [s for s in steps if s not in rows]
-    ordered = others + rows
-    for n, s in enumerate(ordered, start=1):
-        s.step = n
-    steps[:] = ordered
+# -- the profile: Dockerfile instructions joined with what the builder reported and the image history --
+_VERTEX_KINDS = ("FROM", "RUN", "COPY", "ADD", "WORKDIR")  # BuildKit's [k/n] counts only these
+_BK_LAYER_KINDS = ("RUN", "COPY", "ADD", "WORKDIR")
 
 
-def _is_layer_entry(entry: dict) -> bool:
-    created = (entry.get("CreatedBy") or "").strip()
-    word = created.split(None, 1)[0].upper() if created else ""
-    if word in ("RUN", "COPY", "ADD"):
-        return True
-    if word == "/BIN/SH":  # legacy builder: "/bin/sh -c #(nop) CMD ..." or "/bin/sh -c cmd"
-        return "#(nop)" not in created or "#(nop) COPY" in created or "#(nop) ADD" in created
-    return int(entry.get("Size") or 0) > 0
+def _stages(source: str) -> tuple[list[dict], list[tuple[str, list[dict]]]]:
+    """(global instructions, [(stage label, instructions incl. its FROM)]) — heredoc bodies masked."""
+    from .dockerfile import parse
 
-
-def _final_stage_instructions(source: str, target: str | None) -> list[str]:
-    stages: list[tuple[str | None, list[str]]] = []
-    for line in _logical_lines(source):
-        word = line.split(None, 1)[0].upper()
-        if word == "FROM":
-            m = re.search(r"\s+AS\s+(\S+)\s*$", line, re.IGNORECASE)
-            stages.append((m.group(1) if m else None, []))
-        elif word == "ARG" and not stages:
+    st = parse(source)
+    glob: list[dict] = []
+    stages: list[tuple[str, list[dict]]] = []
+    for ins in st.instructions:
+        if ins["instruction"] == "COMMENT":
             continue
+        if ins["instruction"] == "FROM":
+            stage = st.stages[len(stages)]
+            stages.append((stage.name or f"stage-{stage.index}", [ins]))
         elif stages:
-            stages[-1][1].append(line)
+            stages[-1][1].append(ins)
+        else:
+            glob.append(ins)
+    return glob, stages
+
+
+def _text(ins: dict) -> str:
+    return " ".join(f"{ins['instruction']} {ins['value']}".split())
+
+
+def _profile(obs: list[dict], builder: str, source: str, target: str | None, hist: list[dict],
+             diff_ids: list[str]) -> list[BuildStep]:
+    """One row per instruction of every stage that was built, final-stage rows with their layers.
+
+    ``obs`` is what the builder reported: BuildKit vertices ``{stage, k, duration, cached}`` or legacy
+    steps ``{k, duration, cached, layer_id}``. Instruction texts are the Dockerfile's, as written.
+    """
+    glob, stages = _stages(source)
     if not stages:
         return []
-    if target:
-        for name, instrs in stages:
-            if name == target:
-                return instrs
-    return stages[-1][1]
+    labels = [label for label, _ in stages]
+    final_idx = labels.index(target) if target in labels else len(stages) - 1
+    seen: dict[tuple[int, int], dict] = {}  # (stage index, instruction index) -> observation
+    if builder == "buildkit":
+        for v in obs:
+            if v.get("stage") is None:
+                si = final_idx if len(stages) > 1 else 0
+            elif v["stage"] in labels:
+                si = labels.index(v["stage"])
+            else:
+                continue
+            kinds = [i for i, ins in enumerate(stages[si][1]) if ins["instruction"] in _VERTEX_KINDS]
+            if 0 < v["k"] <= len(kinds):
+                seen[(si, kinds[v["k"] - 1])] = v
+    else:
+        flat = [(-1, i) for i in range(len(glob))] + [(si, i) for si, (_, ins) in enumerate(stages)
+                                                          for i in range(len(ins))]
+        for v in obs:
+            if 0 < v["k"] <= len(flat):
+                si, i = flat[v["k"] - 1]
+                ins = glob[i] if si < 0 else stages[si][1][i]
+                # --label adds a trailing `LABEL` step of its own: match keywords, not only positions
+                if (v.get("text") or "").split(None, 1)[:1] == [ins["instruction"]] or not v.get("text"):
+                    seen[(si, i)] = v
+    built = {si for si, _ in seen if si >= 0} | {final_idx}
+    if builder == "legacy":  # the classic builder runs every stage up to the target
+        built |= set(range(final_idx + 1))
+    rows: list[BuildStep] = []
+    for si in sorted(built):
+        label, instrs = stages[si]
+        for i, ins in enumerate(instrs):
+            v = seen.get((si, i), {})
+            rows.append(BuildStep(step=0, stage=label, instruction=_text(ins), duration_s=v.get("duration"),
+                                  cached=v.get("cached"), in_final=si == final_idx))
+            v["row"] = rows[-1]
+    final_rows = [r for r in rows if r.in_final]
+    _attach_layers(final_rows, hist, diff_ids, builder)
+    # final stage last, so the cumulative size reads top to bottom
+    rows = [r for r in rows if not r.in_final] + final_rows
+    for n, r in enumerate(rows, start=1):
+        r.step = n
+    return rows
 
 
-def _is_final_stage_name(stage: str | None, source: str, target: str | None) -> bool:
-    names = [m.group(1) for line in _logical_lines(source)
-             if (m := re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?\s*$", line, re.IGNORECASE))]
-    if not names:
-        return True
-    if target:
-        return stage == target
-    last = names[-1]
-    return stage is None or stage == last or stage == f"stage-{len(names) - 1}"
+def _attach_layers(rows: list[BuildStep], hist: list[dict], diff_ids: list[str], builder: str) -> None:
+    """Give the final stage's rows (FROM first) their history entry: layer size, cumulative size, id.
+
+    The history lists, oldest first, the base image's entries then one per instruction of the final
+    stage (ARG included, on both builders); the rows are aligned from the end and each pairing is
+    checked by instruction keyword, so a mismatch leaves sizes empty rather than wrong.
+    """
+    if not rows:
+        return
+    entries = list(reversed(hist))  # oldest first
+    own_rows = rows[1:]
+    # the legacy builder appends one `LABEL` entry for the --label options
+    while entries and _history_kind(entries[-1]) == "LABEL" and not _aligned(own_rows, entries) \
+            and (not own_rows or not own_rows[-1].instruction.upper().startswith("LABEL")):
+        entries = entries[:-1]
+    if not _aligned(own_rows, entries):
+        return
+    n_base = len(entries) - len(own_rows)
+    own = entries[n_base:]
+    layer_of = _layer_ids(entries, diff_ids, builder)
+    base_size = sum(int(e.get("Size") or 0) for e in entries[:n_base])
+    rows[0].layer_size = base_size
+    rows[0].cumulative_size = base_size
+    cumulative = base_size
+    for i, (row, entry) in enumerate(zip(own_rows, own)):
+        size = int(entry.get("Size") or 0)
+        cumulative += size
+        row.layer_size = size
+        row.cumulative_size = cumulative
+        row.layer_id = layer_of.get(n_base + i)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).lower()
+def _aligned(rows: list[BuildStep], entries: list[dict]) -> bool:
+    if len(rows) > len(entries):
+        return False
+    own = entries[len(entries) - len(rows):]
+    return all(_history_kind(e) in (r.instruction.split(None, 1)[0].upper(), None) for r, e in zip(rows, own))
+
+
+def _legacy_layer_ids(engine: Engine, rows: list[BuildStep], obs: list[dict]) -> None:
+    """Legacy builds leave an intermediate image per step: a step made a layer iff its image has one
+    more layer than the previous step's (exact, unlike guessing from the history's sizes)."""
+    final = [(v["row"], v.get("image")) for v in obs if "row" in v and v["row"].in_final]
+    prev: list[str] | None = None
+    for row, image_id in final:
+        if not image_id:
+            prev = None
+            continue
+        try:
+            layers = engine.api.inspect_image(image_id).get("RootFS", {}).get("Layers", [])
+        except Exception:  # an intermediate image may already be gone; leave the id empty
+            prev = None
+            row.layer_id = None
+            continue
+        row.layer_id = layers[-1] if prev is not None and len(layers) > len(prev) else None
+        prev = layers
+
+
+def _history_kind(entry: dict) -> str | None:
+    """The Dockerfile keyword a history entry came from (None when it cannot be told)."""
+    created = (entry.get("CreatedBy") or "").strip()
+    if not created:
+        return None
+    if created.startswith("/bin/sh -c #(nop)"):
+        words = created[len("/bin/sh -c #(nop)"):].split()
+        return words[0].upper() if words else None
+    if created.startswith(("/bin/sh -c", "|")):  # legacy RUN (with build args: "|1 V=1 /bin/sh -c ...")
+        return "RUN"
+    word = created.split(None, 1)[0].upper()
+    return word if word.isalpha() else None
+
+
+def _layer_ids(entries: list[dict], diff_ids: list[str], builder: str) -> dict[int, str]:
+    """Which history entries carry a filesystem layer, paired with the RootFS diff ids in order.
+
+    The engine API's history has no ``empty_layer`` flag, so candidate rules are tried and one is
+    used only when it accounts for exactly the image's layers.
+    """
+
+    def structural(e: dict) -> bool:
+        kind = _history_kind(e)
+        created = e.get("CreatedBy") or ""
+        if kind in ("COPY", "ADD") or (kind in _BK_LAYER_KINDS and "# buildkit" in created):
+            return True
+        if kind == "WORKDIR" and not created.startswith("/bin/sh -c #(nop)"):
+            return True  # BuildKit's WORKDIR always makes a layer
+        return int(e.get("Size") or 0) > 0 or (kind == "RUN" and "#(nop)" not in created and int(e.get("Size") or 0) > 0)
+
+    def sized(e: dict) -> bool:
+        return int(e.get("Size") or 0) > 0
+
+    def non_nop(e: dict) -> bool:
+        created = e.get("CreatedBy") or ""
+        return structural(e) or ("#(nop)" not in created and _history_kind(e) in ("RUN", None))
+
+    def with_workdir(e: dict) -> bool:
+        return structural(e) or _history_kind(e) == "WORKDIR"
+
+    for rule in (structural, non_nop, with_workdir, sized):
+        idx = [i for i, e in enumerate(entries) if rule(e)]
+        if len(idx) == len(diff_ids):
+            return dict(zip(idx, diff_ids))
+    return {}

@@ -10,20 +10,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from . import history as _history
 from . import paths
 from ._display import card, frame_html, human_size, human_time
 from .engine import Engine
-from .errors import AuthError, ConfigError, PushError, RegistryError
+from .errors import AuthError, ConfigError, NbopsError, PushError
 
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-])
+if TYPE_CHECKING:  # pragma: no cover
+    from .naming import Policy
+    from .progress import LayerProgress
+    from .registry import Credentials
 
 
 @dataclass
@@ -125,88 +125,93 @@ def _target_ref(image: str, to: str | None, registry: str | None) -> str:
     return f"{default_registry(registry)}/{repo if _has_tag(repo) else repo + ':latest'}"
 
 
+def plan_ref(image: str, to: str | None = None, *, registry: str | None = None, template: str | None = None,
+             repo_path: str | None = None, **values: Any) -> str:
+    """Where a push goes: ``to`` if given, else the naming ``template`` rendered (git state of
+    ``repo_path``), else ``<registry>/<repo>:<tag>``."""
+    if to or not template:
+        return to if to and to.startswith(("dir:", "archive:")) else target_ref(image, to, registry)
+    from .naming import name_for
+
+    reg = registry or lab_registry() or ""
+    return name_for(image, template, registry=reg, repo_path=repo_path, **values)
+
+
 def push(
     image: str,
     to: str | None = None,
     *,
     engine: Engine | None = None,
     registry: str | None = None,
-    auth: dict[str, str] | None = None,
+    auth: Credentials | dict[str, Any] | None = None,
     history: _history.History | None = None,
     progress: str | None = None,
     verify: bool = True,
-) -> PushResult:
-    """Tag ``image`` as the target reference and push it, failing loudly on any stream error."""
-    from .progress import Progress
+    policy: Policy | None = None,
+) -> Any:
+    """Tag ``image`` as the target reference and push it, failing loudly on any stream error.
 
+    ``to`` may also be ``dir:/share[/NAME:TAG]`` (an OCI layout, see :func:`nbops.archive.push_dir`)
+    or ``archive:/path.tar[.gz]`` (``docker save`` + checksum, see :func:`nbops.archive.export`).
+    Credentials: ``auth`` > :func:`nbops.registry.login` > the docker config. ``policy`` checks the
+    reference before anything is sent.
+    """
+    from . import archive
+    from .progress import LayerProgress
+    from .registry import Registry, credentials
+
+    if to and to.startswith("dir:"):
+        return archive.push_dir(image, to, engine=engine, history=history)
+    if to and to.startswith("archive:"):
+        return archive.export(image, to[len("archive:"):], engine=engine, history=history)
     engine = engine or Engine.connect()
     ref = target_ref(image, to, registry)
     repo, tag = ref.rsplit(":", 1)
     img = engine.call(f"find image {image}", engine.client.images.get, image)
+    creds = credentials(_registry_of(ref) or "", auth) if _registry_of(ref) else None
+    if policy is not None:
+        local = [d.split("@", 1)[1] for d in img.attrs.get("RepoDigests", []) if d.split("@", 1)[0] == repo]
+        policy.check(ref, local_digests=local, registry=Registry(_registry_of(ref) or "", credentials=creds,
+                                                                  engine=engine))
     if ref not in img.tags:
         engine.call(f"tag {image} as {ref}", img.tag, repo, tag)
     t0 = time.monotonic()
-    layers: dict[str, LayerPush] = {}
-    digest = None
-    error = None
-    with Progress(f"push {ref}", total=None, unit="B", unit_scale=True, requested=progress) as bar:
-        stream = engine.call(f"push {ref}", engine.api.push, repo, tag=tag, stream=True, decode=True, auth_config=auth)
+    with LayerProgress(f"push {ref}", requested=progress) as display:
+        stream = engine.call(f"push {ref}", engine.api.push, repo, tag=tag, stream=True, decode=True,
+                             auth_config=creds.auth_config() if creds else None)
         try:
-            for chunk in stream:
-                if "error" in chunk or "errorDetail" in chunk:
-                    error = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
-                    break
-                if "aux" in chunk and "Digest" in chunk["aux"]:
-                    digest = chunk["aux"]["Digest"]
-                    continue
-                lid = chunk.get("id")
-                status = chunk.get("status", "")
-                if not lid or lid == tag or len(lid) != 12:
-                    continue
-                lp = layers.setdefault(lid, LayerPush(layer=lid))
-                now = time.monotonic()
-                detail = chunk.get("progressDetail") or {}
-                if status == "Pushing":
-                    lp.status = "pushing"
-                    lp._t_start = lp._t_start or now
-                    if detail.get("total"):
-                        lp.bytes = int(detail["total"])
-                        bar.set_total(sum(x.bytes or 0 for x in layers.values()))
-                    if detail.get("current") is not None:
-                        bar.moveto(sum((x.bytes or 0) if x.status == "pushed" else 0 for x in layers.values())
-                                   + int(detail["current"]), note=lid)
-                elif status == "Pushed":
-                    lp.status = "pushed"
-                    lp.duration_s = now - (lp._t_start or now)
-                elif status == "Layer already exists" or status.startswith("Mounted from"):
-                    lp.status = "exists" if status == "Layer already exists" else "mounted"
-                    lp.duration_s = 0.0
+            layers, digest, error = follow_push(stream, display, tag=tag)
         except Exception as exc:
             from .engine import translate
 
             raise translate(exc, engine.address, f"push {ref}") from exc
+        failed = bool(error or not digest)
+        display.close(failed=failed, summary=None if failed else _summary(layers, "pushed"))
     duration = time.monotonic() - t0
     store = history or _history.default()
+    if error and creds:
+        error = error.replace(creds.password.reveal(), "******") if creds.password.reveal() else error
     if error or not digest:
         store.record("pushes", {"ts": time.time(), "run_id": _history.current_run_id(), "image": image, "ref": ref,
                                 "duration_s": duration, "ok": False, "error": error or "no digest reported"})
         low = (error or "").lower()
-        if "unauthorized" in low or "authentication required" in low or "denied" in low:
-            raise AuthError(f"the registry refused the credentials for {ref}: {error}",
-                            hint="log in with nbops.distribute.login(...) / %push --user, or check the password",
-                            ref=ref)
+        if any(w in low for w in ("unauthorized", "authentication required", "denied", "no basic auth")):
+            who = f"as {creds.username} ({creds.source})" if creds else "without credentials"
+            raise AuthError(f"the registry refused the push of {ref} {who}: {error}",
+                            hint="log in: %nbops registry login REGISTRY --user NAME (or %push --user NAME), "
+                                 "or check the password", ref=ref)
         raise PushError(f"push of {ref} failed: {error or 'no digest reported'}",
                         hint="check that the registry is up (nbops lab status) and reachable from the engine", ref=ref)
     verified = False
     if verify:
-        remote = manifest_digest(ref, engine=engine, auth=auth)
+        remote = manifest_digest(ref, engine=engine, auth=creds)
         if remote != digest:
             raise PushError(f"the registry serves {remote} for {ref} but the engine pushed {digest}",
                             hint="something else pushed the same tag meanwhile; push again or use an immutable tag",
                             ref=ref, digest=digest, remote_digest=remote)
         verified = True
     result = PushResult(image=image, ref=ref, digest=digest, verified=verified, duration_s=duration,
-                        layers=list(layers.values()))
+                        layers=layers)
     result.push_id = store.record(
         "pushes",
         {"ts": time.time(), "run_id": _history.current_run_id(), "image": image, "ref": ref, "digest": digest,
@@ -218,54 +223,219 @@ def push(
     return result
 
 
-def registry_url(registry: str, engine: Engine | None = None) -> str:
-    host = registry.split("/")[0]
-    insecure = host.startswith(("127.", "localhost", "[::1]"))
-    if engine is not None and not insecure:
+@dataclass
+class LayerPull:
+    layer: str
+    status: str = "waiting"
+    bytes: int | None = None
+    duration_s: float | None = None
+    _t_start: float | None = field(default=None, repr=False)
+
+
+@dataclass
+class PullResult:
+    """What ``%pull`` returns: the reference, the digest (checked against the registry), per-layer rows."""
+
+    ref: str
+    digest: str
+    image_id: str
+    verified: bool
+    duration_s: float
+    layers: list[LayerPull]
+    pull_id: int | None = None
+
+    @property
+    def bytes_received(self) -> int:
+        return sum(lp.bytes or 0 for lp in self.layers if lp.status == "pulled")
+
+    def __repr__(self) -> str:
+        new = sum(1 for lp in self.layers if lp.status == "pulled")
+        return (f"<PullResult {self.ref} {self.digest} {'verified' if self.verified else 'NOT VERIFIED'}; "
+                f"{new}/{len(self.layers)} layers pulled ({human_size(self.bytes_received)}) in {human_time(self.duration_s)}>")
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([{k: v for k, v in asdict(lp).items() if not k.startswith("_")} for lp in self.layers],
+                            columns=["layer", "status", "bytes", "duration_s"])
+
+    def _repr_html_(self) -> str:
+        facts = {"ref": self.ref, "digest": self.digest[:19] + "…", "image id": self.image_id[:19] + "…",
+                 "verified": "yes" if self.verified else "NO", "received": human_size(self.bytes_received),
+                 "time": human_time(self.duration_s)}
+        return card("pull", facts, frame_html(self.to_frame()))
+
+
+def pull(
+    ref: str,
+    *,
+    engine: Engine | None = None,
+    registry: str | None = None,
+    auth: Credentials | dict[str, Any] | None = None,
+    history: _history.History | None = None,
+    progress: str | None = None,
+    tag: str | None = None,
+) -> Any:
+    """Pull ``ref`` (``REGISTRY/REPO:TAG``, a bare ``REPO:TAG`` from the configured registry,
+    ``dir:/share/NAME:TAG`` or ``archive:/path.tar[.gz]``); a stream error raises."""
+    from . import archive
+    from .errors import RegistryError
+    from .progress import LayerProgress
+    from .registry import credentials
+
+    if ref.startswith("dir:"):
+        return archive.pull_dir(ref, engine=engine, tag=tag, history=history)
+    if ref.startswith("archive:"):
+        return archive.load(ref[len("archive:"):], engine=engine, history=history)
+    engine = engine or Engine.connect()
+    full = ref if _registry_of(ref) else f"{default_registry(registry)}/{ref}"
+    if "@" in full:
+        repo, reference = full.split("@", 1)
+    else:
+        repo, reference = (full.rsplit(":", 1) if _has_tag(full) else (full, "latest"))
+    full = f"{repo}@{reference}" if reference.startswith("sha256:") else f"{repo}:{reference}"
+    creds = credentials(_registry_of(full) or "", auth)
+    t0 = time.monotonic()
+    with LayerProgress(f"pull {full}", requested=progress) as display:
         try:
-            reg_cfg = engine.info.get("RegistryConfig", {})
-            cfg = reg_cfg.get("IndexConfigs", {}).get(host, {})
-            insecure = cfg.get("Secure") is False or _in_cidrs(host, reg_cfg.get("InsecureRegistryCIDRs") or [])
-        except Exception:
-            insecure = False
-        if host == lab_registry():
-            insecure = True
-    return f"{'http' if insecure else 'https'}://{host}"
+            stream = engine.call(f"pull {full}", engine.api.pull, repo, tag=reference, stream=True, decode=True,
+                                 auth_config=creds.auth_config() if creds else None)
+        except NbopsError as exc:
+            (history or _history.default()).record("pulls", {
+                "ts": time.time(), "run_id": _history.current_run_id(), "kind": "registry", "source": full,
+                "image": full, "duration_s": time.monotonic() - t0, "ok": False, "error": exc.message})
+            raise
+        try:
+            layers, digest, error = follow_pull(stream, display)
+        except Exception as exc:
+            from .engine import translate
+
+            raise translate(exc, engine.address, f"pull {full}") from exc
+        failed = bool(error or not digest)
+        display.close(failed=failed, summary=None if failed else _summary(layers, "pulled"))
+    duration = time.monotonic() - t0
+    store = history or _history.default()
+    if error and creds and creds.password.reveal():
+        error = error.replace(creds.password.reveal(), "******")
+    if error or not digest:
+        store.record("pulls", {"ts": time.time(), "run_id": _history.current_run_id(), "kind": "registry",
+                               "source": full, "image": full, "duration_s": duration, "ok": False,
+                               "error": error or "no digest reported"})
+        low = (error or "").lower()
+        if any(w in low for w in ("unauthorized", "authentication required", "denied", "no basic auth")):
+            who = f"as {creds.username} ({creds.source})" if creds else "without credentials"
+            raise AuthError(f"the registry refused the pull of {full} {who}", ref=full,
+                            hint="log in: %nbops registry login REGISTRY --user NAME, or check the password")
+        raise RegistryError(f"pull of {full} failed: {error or 'no digest reported'}", ref=full,
+                            hint="list what exists: %nbops registry tags REPO")
+    remote = manifest_digest(full, engine=engine, auth=creds)
+    image_id = engine.call(f"inspect {full}", engine.api.inspect_image, full)["Id"]
+    if tag:
+        engine.call(f"tag {full} as {tag}", engine.api.tag, image_id, *_split_tag(tag))
+    result = PullResult(ref=full, digest=digest, image_id=image_id, verified=remote == digest, duration_s=duration,
+                        layers=layers)
+    if not result.verified:
+        raise PushError(f"pulled {digest} for {full} but the registry now serves {remote}",
+                        hint="the tag moved during the pull; pull by digest", ref=full)
+    result.pull_id = store.record("pulls", {
+        "ts": time.time(), "run_id": _history.current_run_id(), "kind": "registry", "source": full, "image": full,
+        "digest": digest, "image_id": image_id, "duration_s": duration, "bytes": result.bytes_received,
+        "layers_new": sum(1 for lp in result.layers if lp.status == "pulled"), "layers_total": len(result.layers),
+        "ok": True})
+    return result
 
 
-def _in_cidrs(host: str, cidrs: list[str]) -> bool:
-    """Whether ``host[:port]`` is an IP inside one of the engine's insecure-registry CIDRs (the lab's subnet)."""
-    import ipaddress
+def follow_push(stream: Iterable[dict[str, Any]], display: LayerProgress, *,
+                tag: str) -> tuple[list[LayerPush], str | None, str | None]:
+    """Read a push stream (``api.push(..., stream=True, decode=True)``) to its end or first error,
+    reporting each layer to ``display``; returns the layer rows, the digest and the error message."""
+    layers: dict[str, LayerPush] = {}
+    digest = error = None
+    for chunk in stream:
+        if "error" in chunk or "errorDetail" in chunk:
+            error = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
+            break
+        if "aux" in chunk and "Digest" in chunk["aux"]:
+            digest = chunk["aux"]["Digest"]
+            continue
+        lid = chunk.get("id")
+        status = chunk.get("status", "")
+        if not lid or lid == tag or len(lid) != 12:
+            continue
+        lp = layers.setdefault(lid, LayerPush(layer=lid))
+        detail = chunk.get("progressDetail") or {}
+        if status == "Pushing":
+            lp.status = "pushing"
+            # `total` is the layer's content size, `current` the tar bytes read: for a tiny layer
+            # current (2 kB of tar headers) exceeds total (8 B), so the bytes sent are the larger one
+            sent = max(int(detail.get("total") or 0), int(detail.get("current") or 0))
+            lp.bytes = max(lp.bytes or 0, sent) or None
+            display.state(lid, "pushing", current=detail.get("current"), total=lp.bytes)
+        elif status == "Pushed":
+            lp.status = "pushed"
+            lp.duration_s = display.finish(lid, "pushed", nbytes=lp.bytes)
+        elif status == "Layer already exists":
+            lp.status, lp.duration_s = "exists", 0.0
+            display.finish(lid, "exists", duration_s=0.0)
+        elif status.startswith("Mounted from"):
+            lp.status, lp.duration_s = "mounted", 0.0
+            display.finish(lid, "mounted", duration_s=0.0, note=status[len("Mounted "):])
+        elif status in ("Preparing", "Waiting"):
+            display.state(lid, "waiting")
+    return list(layers.values()), digest, error
 
-    try:
-        ip = ipaddress.ip_address(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
-        return any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs)
-    except ValueError:
-        return False
+
+def follow_pull(stream: Iterable[dict[str, Any]],
+                display: LayerProgress) -> tuple[list[LayerPull], str | None, str | None]:
+    """Read a pull stream (``api.pull(..., stream=True, decode=True)``) like :func:`follow_push`."""
+    layers: dict[str, LayerPull] = {}
+    digest = error = None
+    for chunk in stream:
+        if "error" in chunk or "errorDetail" in chunk:
+            error = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
+            break
+        status = chunk.get("status", "")
+        if status.startswith("Digest: "):
+            digest = status.split(" ", 1)[1].strip()
+            continue
+        lid = chunk.get("id")
+        if not lid or len(lid) != 12:
+            continue
+        lp = layers.setdefault(lid, LayerPull(layer=lid))
+        detail = chunk.get("progressDetail") or {}
+        if status in ("Downloading", "Extracting"):
+            lp.status = status.lower()
+            if status == "Downloading" and detail.get("total"):
+                lp.bytes = int(detail["total"])
+            display.state(lid, lp.status, current=detail.get("current"), total=lp.bytes)
+        elif status == "Pull complete":
+            lp.status = "pulled"
+            lp.duration_s = display.finish(lid, "pulled", nbytes=lp.bytes)
+        elif status == "Already exists":
+            lp.status, lp.duration_s = "exists", 0.0
+            display.finish(lid, "exists", duration_s=0.0)
+        elif status in ("Pulling fs layer", "Waiting"):
+            display.state(lid, "waiting")
+    return list(layers.values()), digest, error
 
 
-def manifest_digest(ref: str, *, engine: Engine | None = None, auth: dict[str, str] | None = None,
+def _summary(layers: list[Any], moved: str) -> str:
+    n = sum(1 for lp in layers if lp.status == moved)
+    size = human_size(sum(lp.bytes or 0 for lp in layers if lp.status == moved))
+    return f"{n}/{len(layers)} layers {moved} ({size}), {len(layers) - n} already there"
+
+
+def _split_tag(ref: str) -> tuple[str, str]:
+    return (ref.rsplit(":", 1)[0], ref.rsplit(":", 1)[1]) if _has_tag(ref) else (ref, "latest")
+
+
+def manifest_digest(ref: str, *, engine: Engine | None = None, auth: Credentials | dict[str, Any] | None = None,
                     timeout: float = 10.0) -> str:
     """The digest the registry serves for ``ref`` (``Docker-Content-Digest`` of its manifest)."""
-    import requests
+    from .registry import Registry, split_ref
 
-    reg = _registry_of(ref)
-    if not reg:
-        raise ConfigError(f"{ref} names no registry", hint="use REGISTRY/REPO:TAG")
-    path = ref[len(reg) + 1:]
-    repo, tag = (path.split("@", 1) if "@" in path else path.rsplit(":", 1))
-    url = f"{registry_url(reg, engine)}/v2/{repo}/manifests/{tag}"
-    creds = (auth["username"], auth["password"]) if auth else None
-    try:
-        resp = requests.head(url, headers={"Accept": MANIFEST_TYPES}, timeout=timeout, auth=creds)
-    except requests.RequestException as exc:
-        raise RegistryError(f"the registry at {reg} is unreachable: {type(exc).__name__}",
-                            hint="check `nbops lab status` or the registry address", registry=reg) from exc
-    if resp.status_code == 401:
-        raise AuthError(f"the registry at {reg} wants credentials for {repo}", hint="pass auth=... / %push --user")
-    if resp.status_code != 200:
-        raise RegistryError(f"the registry at {reg} answered {resp.status_code} for {ref}", registry=reg)
-    return resp.headers.get("Docker-Content-Digest", "")
+    reg, repo, reference = split_ref(ref)
+    return Registry(reg, credentials=auth, engine=engine, timeout=timeout).digest(repo, reference)
 
 
 def _has_tag(ref: str) -> bool:
@@ -284,4 +454,4 @@ def _registry_of(ref: str) -> str | None:
     return None
 
 
-__all__ = ["push", "PushResult", "LayerPush", "manifest_digest", "target_ref", "default_registry", "lab_registry"]
+__all__ = ["push", "pull", "plan_ref", "PushResult", "PullResult", "LayerPush", "LayerPull", "follow_push", "follow_pull", "manifest_digest", "target_ref", "default_registry", "lab_registry"]

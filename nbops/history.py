@@ -70,6 +70,59 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX deploys_run ON deploys(run_id);
         """,
     ),
+    (
+        "0003_layers",
+        """
+        CREATE TABLE layer_cache (
+            diff_id TEXT PRIMARY KEY, size INTEGER NOT NULL, files INTEGER NOT NULL,
+            entries INTEGER NOT NULL, listing BLOB NOT NULL, source TEXT, scan_s REAL, ts REAL NOT NULL
+        );
+        CREATE TABLE layer_analyses (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, image TEXT,
+            image_id TEXT NOT NULL, source TEXT, size INTEGER, n_layers INTEGER, efficiency REAL,
+            wasted_bytes INTEGER, wasted_percent REAL, hidden_bytes INTEGER, cache_hits INTEGER,
+            cache_misses INTEGER, duration_s REAL
+        );
+        CREATE TABLE analysis_layers (
+            analysis_id INTEGER NOT NULL REFERENCES layer_analyses(id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL, diff_id TEXT NOT NULL, instruction TEXT, created_by TEXT,
+            size INTEGER, files INTEGER,
+            bytes_added INTEGER, bytes_hidden_later INTEGER, bytes_removed INTEGER,
+            PRIMARY KEY (analysis_id, idx)
+        );
+        CREATE TABLE layer_states (
+            chain_id TEXT PRIMARY KEY, n_layers INTEGER NOT NULL, state BLOB NOT NULL, ts REAL NOT NULL
+        );
+        CREATE INDEX layer_analyses_image ON layer_analyses(image_id, ts);
+        """,
+    ),
+    (
+        "0004_distribute_pulls",
+        """
+        CREATE TABLE pulls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, kind TEXT,
+            source TEXT, image TEXT, digest TEXT, image_id TEXT, duration_s REAL, bytes INTEGER,
+            layers_new INTEGER, layers_total INTEGER, ok INTEGER NOT NULL, error TEXT
+        );
+        CREATE INDEX pulls_run ON pulls(run_id);
+        """,
+    ),
+    (
+        "0008_runbook",  # nbops run: options (tags, resume chain), the failed cell, the skipped cells
+        """
+        ALTER TABLE runs ADD COLUMN options TEXT;
+        ALTER TABLE runs ADD COLUMN resumed_from TEXT;
+        ALTER TABLE runs ADD COLUMN failed_cell TEXT;
+        ALTER TABLE runs ADD COLUMN skipped TEXT;
+        CREATE INDEX runs_started ON runs(started);
+        """,
+    ),
+    (
+        "0009_trend_indexes",
+        """
+        CREATE INDEX IF NOT EXISTS layer_analyses_latest ON layer_analyses(image_id, id);
+        """,
+    ),
 ]
 
 _TABLE_COLUMNS_CACHE: dict[tuple[str, str], list[str]] = {}
@@ -207,6 +260,9 @@ class History:
 
     def deploys(self) -> pd.DataFrame:
         return _with_time(self.frame("SELECT * FROM deploys ORDER BY ts"))
+
+    def pulls(self) -> pd.DataFrame:
+        return _with_time(self.frame("SELECT * FROM pulls ORDER BY ts"))
 
 
 def _with_time(df: pd.DataFrame) -> pd.DataFrame:

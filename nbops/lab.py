@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,8 @@ SYSTEM_PACKAGES = {"dockerd": "docker.io", "containerd": "containerd", "docker-r
                    "busybox": "busybox-static", "ip": "iproute2", "nsenter": "util-linux",
                    "iptables": "iptables"}
 BUSYBOX_IMAGE = "nbops/busybox:latest"
+HEARTBEAT_S = 2
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass
@@ -203,21 +206,25 @@ class Lab:
         return ["nsenter", f"--net=/run/netns/{node.netns}", "unshare", "--uts", "sh", "-c",
                 f"hostname {node.name} && exec {command}"]
 
-    def _start_node(self, state: LabState, node: NodeState) -> None:
+    def _start_node(self, state: LabState, node: NodeState, *, reuse_containerd: bool = False) -> None:
         d = Path(node.dir)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "containerd.toml").write_text("version = 2\n")
-        # its own containerd: a system containerd (if the machine runs Docker) is never shared
-        ctd = (f"containerd --config {d}/containerd.toml --root {d}/containerd --state {d}/containerd-state"
-               f" --address {d}/containerd.sock")
-        node.containerd_pid = _spawn(self._in_node(node, ctd), d / "containerd.log")
-        _wait_path(d / "containerd.sock", time.monotonic() + 20, what=f"containerd of {node.name}",
-                   log=d / "containerd.log")
+        if not reuse_containerd:
+            (d / "containerd.toml").write_text("version = 2\n")
+            # its own containerd: a system containerd (if the machine runs Docker) is never shared
+            ctd = (f"containerd --config {d}/containerd.toml --root {d}/containerd --state {d}/containerd-state"
+                   f" --address {d}/containerd.sock")
+            node.containerd_pid = _spawn(self._in_node(node, ctd), d / "containerd.log")
+            _wait_path(d / "containerd.sock", time.monotonic() + 20, what=f"containerd of {node.name}",
+                       log=d / "containerd.log")
         daemon = {
             "data-root": f"{d}/data", "exec-root": f"{d}/exec", "pidfile": f"{d}/docker.pid",
             "hosts": [f"unix://{d}/docker.sock"], "containerd": f"{d}/containerd.sock",
-            "insecure-registries": [state.subnet], "storage-driver": "overlay2",
+            "insecure-registries": [state.registry, state.subnet],  # BuildKit (20.10) ignores CIDRs "storage-driver": "overlay2",
             "live-restore": state.live_restore, "labels": [f"{k}={v}" for k, v in node.labels.items()],
+            # every container of the node lives under /sys/fs/cgroup/<ctrl>/<netns name>/: a stopped
+            # node or a killed run's containers are found (and killed) by that name
+            "cgroup-parent": f"/{node.netns}",
         }
         (d / "daemon.json").write_text(json.dumps(daemon, indent=2))
         node.dockerd_pid = _spawn(self._in_node(node, f"dockerd --config-file {d}/daemon.json"), d / "dockerd.log")
@@ -247,22 +254,77 @@ class Lab:
             node1 = state.nodes[0]
             client = docker.DockerClient(base_url=node1.socket, version="auto", timeout=60)
             try:
-                image, _ = client.images.build(path=str(ctx), tag=BUSYBOX_IMAGE, forcerm=True)
-                remote = f"{state.registry}/{BUSYBOX_IMAGE}"
-                image.tag(remote)
-                for chunk in client.api.push(remote, stream=True, decode=True):
-                    if "error" in chunk:
-                        raise LabError(f"pushing the base image failed: {chunk['error']}")
-                for node in state.nodes[1:]:
-                    other = docker.DockerClient(base_url=node.socket, version="auto", timeout=60)
-                    try:
-                        other.images.pull(remote).tag(BUSYBOX_IMAGE)
-                    finally:
-                        other.close()
+                client.images.build(path=str(ctx), tag=BUSYBOX_IMAGE, forcerm=True)
+                _distribute(client, state, BUSYBOX_IMAGE)
             finally:
                 client.close()
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
+
+    # -- richer bases --------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        """Where built bases are kept across ``down``/``up`` (beside the lab dir, which ``down`` removes)."""
+        return self.dir.parent / f"{self.dir.name}-cache"
+
+    def debian_base(self, suite: str = "bookworm", *, mirror: str = "http://deb.debian.org/debian",
+                    timeout: float = 1200.0, progress: Any = None) -> BaseImage:
+        """``nbops/debian:<suite>`` on every node: a Debian minbase made once with debootstrap (from
+        Debian's package mirror), cached as a tar under :attr:`cache_dir`, then ``docker import``-ed
+        on node 1, pushed to the lab registry and pulled by the other nodes."""
+        import docker
+
+        say = progress or (lambda msg: None)
+        t0 = time.monotonic()
+        st = self._require()
+        if not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", suite):
+            raise LabError(f"not a Debian suite name: {suite!r}", hint="e.g. bookworm or trixie")
+        tar = self.cache_dir / f"debian-{suite}-minbase.tar"
+        built = not tar.exists()
+        if built:
+            self._debootstrap(suite, mirror, tar, timeout=timeout, say=say)
+        tag = f"nbops/debian:{suite}"
+        client = docker.DockerClient(base_url=st.nodes[0].socket, version="1.41", timeout=300)
+        try:
+            with open(tar, "rb") as fh:  # a file object: a missing path would be taken for a URL
+                client.api.import_image(src=fh, repository="nbops/debian", tag=suite,
+                                        changes=['CMD ["/bin/bash"]', "LABEL org.nbops.lab=1"])
+            say(f"imported {tag} on {st.nodes[0].name}")
+            _distribute(client, st, tag)
+            size = client.images.get(tag).attrs["Size"]
+        except docker.errors.DockerException as exc:
+            raise LabError(f"could not import or distribute {tag}: {exc}",
+                           hint=f"is the lab up? `nbops lab status`; remove {tar} to rebuild it") from exc
+        finally:
+            client.close()
+        say(f"{tag} on every node")
+        return BaseImage(tag, str(tar), built, round(size / 1e6, 1), time.monotonic() - t0)
+
+    def _debootstrap(self, suite: str, mirror: str, tar: Path, *, timeout: float, say: Any) -> None:
+        if not shutil.which("debootstrap"):
+            raise LabError("debootstrap is not installed", hint="apt-get install -y debootstrap")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        rootfs = Path(tempfile.mkdtemp(prefix=f"debian-{suite}-", dir=self.cache_dir))
+        log = self.cache_dir / f"debootstrap-{suite}.log"
+        try:
+            say(f"debootstrap --variant=minbase {suite} (once; cached in {tar})")
+            with open(log, "wb") as fh:
+                try:
+                    res = subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
+                                         stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
+                except subprocess.TimeoutExpired as exc:
+                    raise LabError(f"debootstrap {suite} took longer than {timeout:.0f} s",
+                                   hint=f"see {log}") from exc
+            if res.returncode != 0:
+                raise LabError(f"debootstrap {suite} failed: {_tail(log)}", hint=f"see {log}")
+            partial = tar.with_suffix(".partial")
+            _sh(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."])
+            partial.replace(tar)
+        finally:
+            # debootstrap may leave /proc, /sys mounted inside the rootfs on failure
+            for mnt in sorted(_mounts_under(rootfs), key=len, reverse=True):
+                subprocess.run(["umount", "-l", mnt], capture_output=True)
+            shutil.rmtree(rootfs, ignore_errors=True)
 
     def _swarm(self, state: LabState) -> None:
         import docker
@@ -270,7 +332,10 @@ class Lab:
         manager = state.nodes[0]
         client = docker.DockerClient(base_url=manager.socket, version="auto", timeout=60)
         try:
-            client.swarm.init(advertise_addr=manager.ip, listen_addr=f"{manager.ip}:2377")
+            # a short dispatcher heartbeat: a lost node is marked down in seconds, not ~15 s, so a
+            # workshop sees tasks rescheduled while it watches
+            client.swarm.init(advertise_addr=manager.ip, listen_addr=f"{manager.ip}:2377",
+                              dispatcher_heartbeat_period=HEARTBEAT_S * 1_000_000_000)
             client.swarm.reload()
             token = client.swarm.attrs["JoinTokens"]["Worker"]
             for node in state.nodes[1:]:
@@ -305,11 +370,12 @@ class Lab:
             for n in st.nodes:
                 row: dict[str, Any] = {"node": n.name, "address": n.ip, "role": n.role,
                                        "engine": None, "api": None, "state": "down", "swarm": None,
-                                       "availability": None, "socket": n.socket}
+                                       "availability": None, "rss_mb": None, "socket": n.socket}
                 if _alive(n.dockerd_pid):
                     info = _engine_version(n)
                     if info:
-                        row.update(engine=info.get("Version"), api=info.get("ApiVersion"), state="up")
+                        row.update(engine=info.get("Version"), api=info.get("ApiVersion"), state="up",
+                                   rss_mb=round((_rss(n.dockerd_pid) + _rss(n.containerd_pid)) / 1024, 1))
                 sw = swarm_nodes.get(n.name)
                 if sw:
                     row.update(swarm=sw["Status"]["State"], availability=sw["Spec"].get("Availability"))
@@ -330,24 +396,155 @@ class Lab:
         except Exception:
             return {}
 
+    # -- faults (for teaching: each returns within its bound) ----------------------------------
+    def node(self, which: int | str) -> NodeState:
+        """The node named ``which``: its index (1..N), ``"node2"`` or ``"n2"``."""
+        st = self._require()
+        key = str(which).strip().lower()
+        for n in st.nodes:
+            if key in (str(n.index), n.name, f"n{n.index}"):
+                return n
+        names = ", ".join(n.name for n in st.nodes)
+        raise LabError(f"the lab has no node {which!r}", hint=f"its nodes are {names}")
+
+    def _require(self) -> LabState:
+        st = self.state()
+        if not st or not st.nodes:
+            raise LabError("no lab is running here", hint="start one with `nbops lab up --nodes 3`")
+        return st
+
+    def _update_node(self, node: NodeState) -> None:
+        st = self._require()
+        st.nodes = [node if n.index == node.index else n for n in st.nodes]
+        self._save(st)
+
+    def stop_node(self, which: int | str, *, crash: bool = False, timeout: float = 20.0) -> FaultResult:
+        """Stop a node's engine. ``crash=True`` kills it and every container on it at once (power
+        loss); otherwise dockerd shuts down as usual (with live-restore its containers keep running)."""
+        t0 = time.monotonic()
+        node = self.node(which)
+        if not _alive(node.dockerd_pid):
+            return FaultResult("stop", node.name, "already stopped", time.monotonic() - t0)
+        if crash:
+            _stop_many([node.dockerd_pid], grace=0)
+            killed = _kill_cgroups(node.netns, remove=False)
+            detail = f"dockerd killed, {killed} container process(es) killed"
+        else:
+            _stop_many([node.dockerd_pid], grace=timeout)
+            detail = "dockerd stopped"
+        return FaultResult("stop", node.name, detail, time.monotonic() - t0)
+
+    def start_node(self, which: int | str, *, timeout: float = 30.0) -> FaultResult:
+        """Start a stopped node's engine again (and its containerd if that died too)."""
+        t0 = time.monotonic()
+        st = self._require()
+        node = self.node(which)
+        if _alive(node.dockerd_pid):
+            return FaultResult("start", node.name, "already running", time.monotonic() - t0)
+        d = Path(node.dir)
+        if not _alive(node.containerd_pid):
+            (d / "containerd.sock").unlink(missing_ok=True)
+        (d / "docker.pid").unlink(missing_ok=True)
+        self._start_node(st, node, reuse_containerd=_alive(node.containerd_pid))
+        self._update_node(node)
+        _wait_engine(node, deadline=t0 + timeout)
+        return FaultResult("start", node.name, f"dockerd up (pid {node.dockerd_pid})", time.monotonic() - t0)
+
+    def restart_manager(self, *, timeout: float = 60.0) -> FaultResult:
+        """Stop and start the swarm manager's engine (node 1); returns once the manager answers again."""
+        t0 = time.monotonic()
+        st = self._require()
+        self.stop_node(1, timeout=min(20.0, timeout / 2))
+        self.start_node(1, timeout=max(10.0, timeout - (time.monotonic() - t0)))
+        if st.swarm:
+            deadline = t0 + timeout
+            while not self.swarm_nodes():
+                if time.monotonic() > deadline:
+                    raise LabError("the swarm manager did not answer after its restart",
+                                   hint=f"see {st.nodes[0].dir}/dockerd.log")
+                time.sleep(0.3)
+        return FaultResult("restart-manager", st.nodes[0].name, "manager restarted", time.monotonic() - t0)
+
+    def drain(self, which: int | str) -> FaultResult:
+        """Set a node's swarm availability to ``drain``: its tasks move to the other nodes."""
+        return self._availability(which, "drain")
+
+    def activate(self, which: int | str) -> FaultResult:
+        """Set a node's swarm availability back to ``active``."""
+        return self._availability(which, "active")
+
+    def _availability(self, which: int | str, availability: str) -> FaultResult:
+        import docker
+
+        t0 = time.monotonic()
+        st = self._require()
+        node = self.node(which)
+        if not st.swarm:
+            raise LabError("this lab runs no swarm", hint="start it with `nbops lab up` (swarm is the default)")
+        client = docker.DockerClient(base_url=st.nodes[0].socket, version="1.41", timeout=10)
+        try:
+            found = [n for n in client.nodes.list() if n.attrs["Description"]["Hostname"] == node.name]
+            if not found:
+                raise LabError(f"{node.name} is not in the swarm", hint="restart the lab: `nbops lab up`")
+            sw = found[0]
+            spec = dict(sw.attrs["Spec"])
+            spec["Availability"] = availability
+            sw.update(spec)
+        except docker.errors.DockerException as exc:
+            raise LabError(f"could not set {node.name} to {availability}: {exc}",
+                           hint="is the manager (node1) running? `nbops lab status`") from exc
+        finally:
+            client.close()
+        return FaultResult(availability, node.name, f"availability {availability}", time.monotonic() - t0)
+
+    def disconnect(self, which: int | str) -> FaultResult:
+        """Cut a node off the lab network (its veth goes down); the swarm loses it after a few heartbeats."""
+        return self._link(which, "down", "disconnect")
+
+    def reconnect(self, which: int | str) -> FaultResult:
+        """Plug a disconnected node back into the lab network."""
+        return self._link(which, "up", "reconnect")
+
+    def _link(self, which: int | str, updown: str, fault: str) -> FaultResult:
+        t0 = time.monotonic()
+        node = self.node(which)
+        _sh(["ip", "link", "set", node.veth, updown])
+        return FaultResult(fault, node.name, f"link {node.veth} {updown}", time.monotonic() - t0)
+
+    def swarm_nodes(self) -> dict[str, dict[str, Any]]:
+        """The manager's view of the nodes: hostname → {state, availability, role, id} (empty if it is down)."""
+        st = self.state()
+        if not st or not st.swarm:
+            return {}
+        return {name: {"state": a["Status"]["State"], "availability": a["Spec"].get("Availability"),
+                       "role": a["Spec"].get("Role"), "id": a["ID"]}
+                for name, a in self._swarm_nodes(st).items()}
+
+    def memory(self) -> dict[str, float]:
+        """Resident memory (MB) of each node's dockerd + containerd (shims and containers not included)."""
+        st = self.state()
+        return {n.name: round((_rss(n.dockerd_pid) + _rss(n.containerd_pid)) / 1024, 1)
+                for n in (st.nodes if st else [])}
+
     # -- down --------------------------------------------------------------------------------
     def down(self, *, quiet: bool = False) -> list[str]:
-        """Stop every lab process and remove every kernel object and directory. Returns what was done."""
+        """Stop every lab process and remove every kernel object and directory. Returns what was done.
+
+        Nothing of a lab survives ``down``, so nothing is shut down gracefully for long: every
+        dockerd gets SIGTERM at once and SIGKILL after a short grace (a swarm dockerd otherwise
+        waits 5 s for its ingress network), then every process left in the lab's cgroups."""
         done: list[str] = []
         st = self.state()
-        # 1. processes: dockerd first (it stops its containers), then containerd, shims, registry
+        # 1. processes: all dockerds at once, then the containers (by cgroup), containerd, shims, registry
         if st:
-            for n in st.nodes:
-                if _stop(n.dockerd_pid, timeout=15):
-                    done.append(f"stopped dockerd of {n.name} (pid {n.dockerd_pid})")
-            for n in st.nodes:
-                if _stop(n.containerd_pid, timeout=5):
-                    done.append(f"stopped containerd of {n.name} (pid {n.containerd_pid})")
-            if _stop(st.registry_pid, timeout=5):
-                done.append(f"stopped registry (pid {st.registry_pid})")
-        for pid in _pids_mentioning(str(self.dir)):
-            if _stop(pid, timeout=5):
-                done.append(f"stopped leftover process {pid}")
+            stopped = _stop_many([n.dockerd_pid for n in st.nodes], grace=1.5)
+            done += [f"stopped dockerd (pid {p})" for p in stopped]
+        killed = _kill_cgroups(self.prefix + "-", remove=False)
+        if killed:
+            done.append(f"killed {killed} container process(es)")
+        others = [n.containerd_pid for n in st.nodes] + [st.registry_pid] if st else []
+        stopped = _stop_many(others + _pids_mentioning(str(self.dir) + "/"), grace=3.0)
+        done += [f"stopped process {p}" for p in stopped]
         # 2. mounts under the lab dir (overlay layers, netns files of containers), deepest first
         for mnt in sorted(_mounts_under(self.dir), key=len, reverse=True):
             subprocess.run(["umount", "-l", mnt], capture_output=True)
@@ -365,6 +562,10 @@ class Lab:
                               "ACCEPT", "-m", "comment", "--comment", self.prefix],
                              capture_output=True).returncode == 0:
             done.append("removed FORWARD rule")
+        cgroups = _cgroups(self.prefix + "-")
+        if cgroups:
+            _kill_cgroups(self.prefix + "-", remove=True)
+            done.append(f"removed {len(cgroups)} cgroup(s)")
         # 4. the lab directory itself
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -379,12 +580,63 @@ class Lab:
     def leftovers(self) -> dict[str, list[str]]:
         """Whatever of this lab still exists on the machine (empty lists after a clean down)."""
         return {
-            "processes": [str(p) for p in _pids_mentioning(str(self.dir))],
+            "processes": [str(p) for p in _pids_mentioning(str(self.dir) + "/")],
+            "container_processes": [str(p) for p in _cgroup_pids(self.prefix + "-")],
+            "cgroups": _cgroups(self.prefix + "-"),
             "netns": [n for n in _netns_list() if n.startswith(self.prefix + "-")],
             "links": [x for x in _links() if x == self.prefix or x.startswith(self.prefix + "-")],
             "mounts": _mounts_under(self.dir),
             "dirs": [str(self.dir)] if self.dir.exists() else [],
         }
+
+
+@dataclass
+class BaseImage:
+    """A base image made available on every node of the lab."""
+
+    image: str
+    cache: str
+    built: bool
+    size_mb: float
+    seconds: float
+
+    def __repr__(self) -> str:
+        how = "built and cached" if self.built else "from the cache"
+        return f"{self.image} ({self.size_mb} MB) on every node, {how} ({self.seconds:.1f} s)"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p>{html.escape(repr(self))}</p>"
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([asdict(self)])
+
+
+@dataclass
+class FaultResult:
+    """What a lab fault did, to whom, and how long it took."""
+
+    fault: str
+    node: str
+    detail: str
+    seconds: float
+
+    def __repr__(self) -> str:
+        return f"{self.fault} {self.node}: {self.detail} ({self.seconds:.1f} s)"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p><b>{html.escape(self.fault)}</b> {html.escape(self.node)}: {html.escape(self.detail)}" \
+               f" <small>({self.seconds:.1f} s)</small></p>"
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([asdict(self)])
 
 
 class LabStatus:
@@ -470,25 +722,118 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
-def _stop(pid: int | None, *, timeout: float) -> bool:
-    if not _alive(pid):
-        return False
-    assert pid is not None
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+def _distribute(client: Any, state: LabState, tag: str) -> None:
+    """Push ``tag`` (present on ``client``'s engine) to the lab registry; pull it on the other nodes."""
+    import docker
+
+    remote = f"{state.registry}/{tag}"
+    client.images.get(tag).tag(remote)
+    for chunk in client.api.push(remote, stream=True, decode=True):
+        if "error" in chunk:
+            raise LabError(f"pushing {tag} to the lab registry failed: {chunk['error']}")
+    for node in state.nodes[1:]:
+        other = docker.DockerClient(base_url=node.socket, version="auto", timeout=300)
         try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return True
+            other.images.pull(remote).tag(tag)
+        finally:
+            other.close()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _stop_many(pids: list[int | None], *, grace: float) -> list[int]:
+    """SIGTERM every live pid at once, SIGKILL those still alive after ``grace`` s; wait ≤ 5 s more.
+    Returns the pids that were alive."""
+    live = [p for p in dict.fromkeys(pids) if p and _alive(p)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        targets = [p for p in live if _alive(p)]
+        if not targets:
+            break
+        if wait <= 0 and sig == signal.SIGTERM:
+            continue
+        for p in targets:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            if not _alive(pid):
-                return True
+            for p in targets:
+                _reap(p)
+            if not any(_alive(p) for p in targets):
+                break
             time.sleep(0.05)
-    return True
+    return live
+
+
+def _cgroups(prefix: str) -> list[str]:
+    """Cgroup directories (every v1 controller) whose top-level name starts with ``prefix``, deepest first."""
+    found: list[str] = []
+    try:
+        controllers = [c for c in CGROUP_ROOT.iterdir() if c.is_dir() and not c.is_symlink()]
+    except OSError:
+        return found
+    for ctrl in controllers:
+        try:
+            tops = [t for t in ctrl.iterdir() if t.is_dir() and t.name.startswith(prefix)]
+        except OSError:
+            continue
+        for top in tops:
+            for root, _dirs, _files in os.walk(top):
+                found.append(root)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def _cgroup_pids(prefix: str) -> list[int]:
+    pids: set[int] = set()
+    for cg in _cgroups(prefix):
+        try:
+            pids.update(int(x) for x in Path(cg, "cgroup.procs").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return sorted(p for p in pids if _alive(p))
+
+
+def _kill_cgroups(prefix: str, *, remove: bool) -> int:
+    """SIGKILL every process in the cgroups named ``prefix…`` (bounded: 5 s); remove the cgroups if asked."""
+    killed = 0
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        pids = _cgroup_pids(prefix)
+        if not pids:
+            break
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    if remove:
+        for cg in _cgroups(prefix):
+            try:
+                os.rmdir(cg)
+            except OSError:
+                pass
+    return killed
+
+
+def _rss(pid: int | None) -> int:
+    """Resident set size of ``pid`` in kB (0 if it is gone)."""
+    if not _alive(pid):
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _pids_mentioning(text: str) -> list[int]:

@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.utils.process import arg_split
-from traitlets import Enum, Float, Unicode
+from traitlets import Enum, Float, List, Unicode
 
 from .errors import NbopsError
 
@@ -69,6 +69,13 @@ class NbopsMagics(Magics):
     deploy_timeout = Float(120.0, config=True, help="Seconds a rollout may take to become healthy.")
     builder = Enum(["auto", "buildkit", "legacy"], "auto", config=True, help="Builder for %build.")
     progress = Enum(["auto", "widget", "text", "none"], "auto", config=True, help="Progress display.")
+    name_template = Unicode(None, allow_none=True, config=True,
+                            help="Naming scheme for %push without --to, e.g. '{registry}/{team}/{name}:{git_tag|git_sha}'.")
+    team = Unicode("", config=True, help="The {team} field of the naming template.")
+    protected_registries = List(Unicode(), [], config=True,
+                                help="Registries (host[:port]) where %push refuses the mutable 'latest' tag.")
+    immutable_tags = Unicode(r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+.][0-9A-Za-z.-]+)?$", config=True,
+                             help="Regex of tags that %push never overwrites in a registry ('' = none).")
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
@@ -129,6 +136,7 @@ class NbopsMagics(Magics):
     @argument("--pull", action="store_true", help="always look for a newer base image")
     @argument("--secret", action="append", metavar="id=ID,src=FILE", help="BuildKit build secret")
     @argument("--builder", choices=["auto", "buildkit", "legacy"], default=None)
+    @argument("--squash", action="store_true", help="merge the layers added on the base into one")
     def build(self, line: str) -> Any:
         """Build a Dockerfile cell; returns a BuildResult (profile in .to_frame())."""
         from . import build as core
@@ -152,55 +160,166 @@ class NbopsMagics(Magics):
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
                           buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
                           pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
-                          progress=self._progress())
+                          progress=self._progress(), squash=args.squash)
 
-    # -- %push ------------------------------------------------------------------------------------
+    # -- %push / %pull ------------------------------------------------------------------------
     @line_magic
     @_friendly
     @magic_arguments()
     @argument("image", help="local image, e.g. hello:1")
-    @argument("--to", help="target REGISTRY/REPO[:TAG]; default: the configured registry")
+    @argument("--to", help="REGISTRY/REPO[:TAG], dir:/share[/NAME:TAG] or archive:/path.tar[.gz]; "
+                           "default: the naming template, else the configured registry")
+    @argument("--user", help="registry user; the password is asked for once (never echoed or stored)")
     def push(self, line: str) -> Any:
         """Push an image; returns a PushResult with the verified digest and per-layer rows."""
         from . import distribute
 
         args = parse_argstring(self.push, line)
-        return distribute.push(args.image, args.to, engine=self.engine(), registry=self.registry,
+        engine = self.engine()
+        ref = distribute.plan_ref(args.image, args.to, registry=self.registry, template=self.name_template,
+                                  team=self.team or None)
+        creds = self._credentials(ref, args.user)
+        return distribute.push(args.image, ref, engine=engine, registry=self.registry, auth=creds,
+                               progress=self._progress(), policy=self.policy())
+
+    @line_magic
+    @_friendly
+    @magic_arguments()
+    @argument("ref", help="REGISTRY/REPO:TAG (or REPO:TAG from the configured registry), dir:/share/NAME:TAG, "
+                          "archive:/path.tar[.gz]")
+    @argument("--tag", help="also tag the pulled image locally as NAME:TAG")
+    @argument("--user", help="registry user; the password is asked for once")
+    def pull(self, line: str) -> Any:
+        """Pull an image (registry, shared directory or archive); returns a PullResult / DirResult / ArchiveResult."""
+        from . import distribute
+
+        args = parse_argstring(self.pull, line)
+        engine = self.engine()
+        creds = self._credentials(args.ref, args.user)
+        return distribute.pull(args.ref, engine=engine, registry=self.registry, auth=creds, tag=args.tag,
                                progress=self._progress())
+
+    def policy(self):
+        from .naming import Policy
+
+        return Policy(protected=list(self.protected_registries), immutable=self.immutable_tags or None)
+
+    def _credentials(self, ref: str, user: str | None):
+        """Credentials for ``ref``'s registry when ``--user`` is given (asking for the password once)."""
+        from . import registry
+        from .distribute import _registry_of, default_registry
+
+        if not user or ref.startswith(("dir:", "archive:")):
+            return None
+        host = _registry_of(ref) or default_registry(self.registry)
+        known = registry.credentials(host)
+        if known is not None and known.username == user:
+            return known
+        return registry.login(host, user, prompt=_ask_password)
 
     # -- %deploy ----------------------------------------------------------------------------------
     @line_magic
     @_friendly
     @magic_arguments()
-    @argument("image", help="image to run (pushed images deploy by registry digest)")
-    @argument("--name", required=True, help="service name")
-    @argument("--replicas", type=int, default=1)
+    @argument("image", nargs="?", help="image to run (pushed images deploy by registry digest)")
+    @argument("--name", help="service name (or stack name)")
+    @argument("--rollback", metavar="NAME", help="roll service NAME back to its previous spec")
+    @argument("--replicas", type=int, default=None)
+    @argument("--mode", choices=["replicated", "global"], default=None)
     @argument("--publish", "-p", action="append", default=[], metavar="[PUBLISHED:]TARGET")
     @argument("--env", "-e", action="append", metavar="KEY=VALUE")
-    @argument("--orchestrator", default="swarm")
+    @argument("--constraint", action="append", metavar="EXPR", help="placement, e.g. node.role==manager")
+    @argument("--spread", action="append", metavar="LABEL", help="placement preference, e.g. node.labels.zone")
+    @argument("--update", metavar="K=V,...", help="parallelism=1,delay=1s,failure_action=rollback,monitor=5s,"
+              "max_failure_ratio=0,order=start-first")
+    @argument("--rollback-config", metavar="K=V,...", help="same keys, for rollbacks")
+    @argument("--network", action="append", metavar="NAME", help="overlay network (created attachable if missing)")
+    @argument("--mount", action="append", metavar="SRC:DST[:ro]", help="volume, bind (absolute SRC) or tmpfs:DST")
+    @argument("--secret", action="append", metavar="NAME[=FILE]")
+    @argument("--config", action="append", metavar="NAME[=FILE][:TARGET]")
+    @argument("--cpus", type=float, default=None)
+    @argument("--memory", default=None, help="limit, e.g. 64m")
+    @argument("--restart", default=None, help="swarm: none|on-failure[:N]|any; engine: no|on-failure[:N]|always|unless-stopped")
+    @argument("--health-cmd", default=None)
+    @argument("--health-interval", default=None)
+    @argument("--health-retries", type=int, default=None)
+    @argument("--health-start-period", default=None)
+    @argument("--init", action="store_true", help="run an init as PID 1 (forwards SIGTERM)")
+    @argument("--compose", help="compose file (with --orchestrator stack)")
+    @argument("--probe", action="store_true", help="send bounded HTTP requests during the rollout, count failures")
+    @argument("--from", dest="pickers", action="append", metavar="VAR",
+              help="a NodePicker / OrchestratorPicker variable whose choice to use")
+    @argument("--orchestrator", default=None)
     @argument("--timeout", type=float, default=None, help="seconds to wait for health")
     def deploy(self, line: str) -> Any:
-        """Deploy as a service and wait until every replica is healthy; returns a DeployResult."""
+        """Deploy and wait until every replica is healthy (or roll back); returns a DeployResult."""
         from . import deploy as core
 
         args = parse_argstring(self.deploy, line)
-        env = _pairs(args.env, "--env")
-        return core.deploy(args.image, name=args.name, replicas=args.replicas, publish=args.publish, env=env,
-                           orchestrator=args.orchestrator, engine=self.engine(),
-                           timeout=args.timeout or self.deploy_timeout)
+        name, orchestrator, options = _deploy_options(args, self.shell.user_ns, self.deploy_timeout)
+        return core.deploy(args.image, name=name, orchestrator=orchestrator, engine=self.engine(), **options)
+
+    # -- %layers ---------------------------------------------------------------------------------
+    @line_magic
+    @_friendly
+    @magic_arguments()
+    @argument("image", help="repo:tag or id (engine), or HOST:PORT/REPO:TAG with --source registry")
+    @argument("--source", choices=["auto", "dirs", "save", "registry"], default="auto",
+              help="overlay2 layer dirs, the save stream, or registry blobs (default: fastest available)")
+    @argument("--no-cache", action="store_true", help="read every layer again (ignore the layer cache)")
+    def layers(self, line: str) -> Any:
+        """Analyse an image's layers; returns a LayerReport (.to_frame(), .wasted(), .efficiency)."""
+        from . import layers as core
+
+        args = parse_argstring(self.layers, line)
+        engine = None if args.source == "registry" else self.engine()
+        return core.analyze(args.image, source=args.source, engine=engine, cache=not args.no_cache)
 
     # -- %nbops -----------------------------------------------------------------------------------
     @line_magic
     @_friendly
     def nbops(self, line: str) -> Any:
-        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error"""
+        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error | runs [RUN_ID]"""
         words = shlex.split(line)
         if not words:
-            raise UsageError("usage: %nbops lab up|status|down · %nbops history [builds|pushes|deploys] · %nbops error")
+            raise UsageError("usage: %nbops lab up|status|down|fault KIND NODE · %nbops history [builds|pushes|deploys] · %nbops error")
         handler = _SUBCOMMANDS.get(words[0])
         if handler is None:
             raise UsageError(f"unknown %nbops command {words[0]!r}; use one of: {', '.join(_SUBCOMMANDS)}")
         return handler(self, words[1:])
+
+
+def _deploy_options(args: Any, user_ns: dict[str, Any], default_timeout: float) -> tuple[str, str, dict[str, Any]]:
+    """%deploy's arguments (and any --from pickers) as deploy() options, checked before connecting."""
+    from . import deploy as core
+
+    name = args.name or args.rollback
+    if not name:
+        raise UsageError("%deploy IMAGE --name NAME (or %deploy --rollback NAME)")
+    constraints, orchestrator = list(args.constraint or []), args.orchestrator
+    for var in args.pickers or []:
+        picker = user_ns.get(var)
+        if picker is None or not hasattr(picker, "deploy_options"):
+            raise UsageError(f"--from {var}: not a NodePicker or OrchestratorPicker in this notebook")
+        opts = picker.deploy_options()
+        constraints += opts.get("constraints", [])
+        orchestrator = orchestrator or opts.get("orchestrator")
+    health = None
+    if any(v is not None for v in (args.health_cmd, args.health_interval, args.health_retries, args.health_start_period)):
+        health = core.HealthSpec(cmd=args.health_cmd, interval=core.parse_duration(args.health_interval),
+                                 retries=args.health_retries, start_period=core.parse_duration(args.health_start_period))
+    options = dict(replicas=args.replicas, mode=args.mode, publish=args.publish or None,
+                   env=_pairs(args.env, "--env") or None, constraints=constraints or None,
+                   preferences=args.spread, update=args.update, rollback=args.rollback_config,
+                   networks=args.network, mounts=args.mount, secrets=args.secret, configs=args.config,
+                   cpus=args.cpus, memory=args.memory, restart=args.restart, health=health,
+                   init=args.init or None, compose=args.compose, probe=args.probe or None,
+                   timeout=args.timeout or default_timeout)
+    if args.rollback:
+        options["action"] = "rollback"
+    options = {k: v for k, v in options.items() if v is not None}
+    core.DeploySpec(image=args.image, name=name, **options)  # bad input fails here, before connecting
+    return name, orchestrator or "swarm", options
 
 
 def _cmd_lab(magics: NbopsMagics, argv: list[str]) -> Any:
@@ -215,7 +334,8 @@ def _cmd_history(magics: NbopsMagics, argv: list[str]) -> Any:
 
     what = argv[0] if argv else "builds"
     store = history.default()
-    table = {"builds": store.builds, "pushes": store.pushes, "deploys": store.deploys}.get(what)
+    table = {"builds": store.builds, "pushes": store.pushes, "deploys": store.deploys,
+             "pulls": store.pulls}.get(what)
     if table is None:
         raise UsageError(f"unknown history table {what!r}; use builds, pushes or deploys")
     return table()
@@ -235,7 +355,86 @@ def _cmd_error(magics: NbopsMagics, argv: list[str]) -> Any:
     return err.data.get("result")
 
 
-_SUBCOMMANDS = {"lab": _cmd_lab, "history": _cmd_history, "error": _cmd_error}
+def _cmd_runs(magics: NbopsMagics, argv: list[str]) -> Any:
+    from . import runbook
+
+    if argv:
+        return runbook.get_run(argv[0])
+    return runbook.runs()
+
+
+def _cmd_doctor(magics: NbopsMagics, argv: list[str]) -> Any:
+    from . import doctor
+
+    return doctor.doctor(magics.engine())
+
+
+def _ask_password(prompt: str) -> str:
+    import getpass
+
+    from IPython.core.error import StdinNotImplementedError
+
+    try:
+        return getpass.getpass(prompt)
+    except StdinNotImplementedError:
+        raise UsageError("this kernel cannot ask for a password (no stdin): log in with `docker login` "
+                         "(nbops reads ~/.docker/config.json) or call nbops.registry.login(...) in code") from None
+
+
+def _cmd_registry(magics: NbopsMagics, argv: list[str]) -> Any:
+    """registry login HOST --user U | logout HOST | repos [HOST] | tags REPO | layers REF | delete REF | dir PATH"""
+    import argparse
+
+    from . import registry
+    from .distribute import default_registry
+
+    parser = argparse.ArgumentParser(prog="%nbops registry", add_help=False, exit_on_error=False)
+    parser.add_argument("action", choices=["login", "logout", "repos", "tags", "layers", "delete", "dir"])
+    parser.add_argument("what", nargs="?")
+    parser.add_argument("--user")
+    parser.add_argument("--registry")
+    try:
+        args = parser.parse_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        raise UsageError(f"usage: %nbops {_cmd_registry.__doc__}") from None
+    if args.action == "dir":
+        from .archive import Layout
+
+        return Layout(args.what or ".").frame()
+    if args.action in ("login", "logout"):
+        host = args.what or default_registry(magics.registry)
+        if args.action == "logout":
+            return registry.logout(host)
+        if not args.user:
+            raise UsageError("usage: %nbops registry login HOST --user NAME (the password is asked for)")
+        return registry.login(host, args.user, prompt=_ask_password)
+    if args.action == "repos":
+        return registry.Registry(args.what or args.registry or default_registry(magics.registry)).repos_frame()
+    if not args.what:
+        raise UsageError(f"usage: %nbops registry {args.action} {'REPO' if args.action == 'tags' else 'REF'}")
+    from .distribute import _registry_of
+
+    ref = args.what if _registry_of(args.what) else f"{args.registry or default_registry(magics.registry)}/{args.what}"
+    if args.action == "tags":
+        host, _, repo = ref.partition("/")
+        return registry.Registry(host).tags_frame(repo)
+    host, repo, reference = registry.split_ref(ref)
+    reg = registry.Registry(host)
+    return reg.layers_frame(repo, reference) if args.action == "layers" else reg.delete(repo, reference)
+
+
+def _cmd_name(magics: NbopsMagics, argv: list[str]) -> Any:
+    """name IMAGE: the reference %push would use (naming template + git state)."""
+    from .distribute import plan_ref
+
+    if len(argv) != 1:
+        raise UsageError("usage: %nbops name IMAGE")
+    return plan_ref(argv[0], registry=magics.registry, template=magics.name_template, team=magics.team or None)
+
+
+_SUBCOMMANDS = {"lab": _cmd_lab, "history": _cmd_history, "error": _cmd_error, "registry": _cmd_registry,
+                "name": _cmd_name, "doctor": _cmd_doctor}
+_SUBCOMMANDS["runs"] = _cmd_runs
 
 
 def _pyproject_defaults() -> dict[str, Any]:

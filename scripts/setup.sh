@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what nbops needs on a fresh machine: Debian packages for the local lab (as root), then a
-# virtualenv in .venv with nbops and its test tools. Safe to run again: it only installs what is missing.
+# virtualenv in .venv with nbops and its test tools. `--test` adds what the test suite needs (chromium). Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,10 +12,14 @@ declare -A PKG=(
 missing=()
 for cmd in "${!PKG[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}"); done
 # the lab's base image is FROM scratch + busybox: it must be the static build
-if ! { command -v busybox >/dev/null 2>&1 && ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic|statically'; }; then
-  missing+=(busybox-static)
-fi
+bb_linkage=$(ldd "$(command -v busybox || echo /nonexistent)" 2>&1 || true)   # ldd exits 1 on static binaries
+case "$bb_linkage" in
+  *"not a dynamic"*|*statically*) ;;
+  *) missing+=(busybox-static) ;;
+esac
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# the test suite drives JupyterLab in a real browser (Debian's chromium; Playwright never downloads one)
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then missing+=(chromium); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]}"

@@ -1,0 +1,43 @@
+"""%push in a real kernel with widget progress: one IntProgress + Label row per layer, saved as widget state."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import pytest
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+
+def test_push_in_a_kernel_shows_one_widget_row_per_layer(engine, lab, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    tag = f"wprog-{uuid.uuid4().hex[:8]}:1"
+    dockerfile = f"FROM nbops/busybox:latest\nRUN head -c 1500000 /dev/urandom > /big.bin && echo {tag} > /t\n"
+    engine.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, forcerm=True)
+    ref = f"{lab.state().registry}/nbtest/{tag}"
+    try:
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell("%load_ext nbops\n%config NbopsMagics.progress = 'widget'"),
+            nbformat.v4.new_code_cell(f"r = %push {tag} --to {ref}\nprint(r.verified, len(r.layers))"),
+        ])
+        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        engine.client.images.remove(tag, force=True)
+    push_cell = nb.cells[1]
+    assert [o for o in push_cell.outputs if o.output_type == "error"] == []
+    n_layers = len(engine.client.images.get(ref).attrs["RootFS"]["Layers"])
+    text = "".join(o.get("text", "") for o in push_cell.outputs if o.output_type == "stream")
+    assert text.strip() == f"True {n_layers}"  # no text progress lines beside the widget
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in push_cell.outputs)
+
+    models = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"].values()
+    bars = [m["state"] for m in models if m["model_name"] == "IntProgressModel"]
+    labels = [m["state"]["value"] for m in models if m["model_name"] == "LabelModel"]
+    assert len(bars) == n_layers
+    assert all(b["value"] == b["max"] and b["bar_style"] == "success" for b in bars)
+    assert any(v.startswith(f"push {ref}: ") and "layers pushed" in v for v in labels)  # the summary header
+    assert sum(v.startswith("pushed ") for v in labels) >= 1
+    assert sum(v.startswith(("pushed ", "mounted ", "already exists")) for v in labels) == n_layers
