@@ -3,9 +3,7 @@ restarts; the same container dies on a restart with the setting off (the control
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -20,23 +18,16 @@ def lrlab(helpers):
 
 
 def _restart_engine(lab, *, live_restore: bool) -> None:
-    """Stop the node's dockerd and start it again with the same config (live-restore as asked)."""
-    from nbops.lab import _alive, _spawn, _stop, _wait_engine
+    """Stop the node's dockerd (the lab's fault command) and start it again, live-restore as asked."""
+    from nbops.lab import _alive
 
+    old = lab.node(1).dockerd_pid
+    lab.stop_node(1, timeout=30)
+    assert not _alive(old)
     st = lab.state()
-    node = st.nodes[0]
-    cfg = Path(node.dir) / "daemon.json"
-    daemon = json.loads(cfg.read_text())
-    daemon["live-restore"] = live_restore
-    cfg.write_text(json.dumps(daemon, indent=2))
-    assert _stop(node.dockerd_pid, timeout=30)
-    assert not _alive(node.dockerd_pid)
-    node.dockerd_pid = _spawn(lab._in_node(node, f"dockerd --config-file {cfg}"), Path(node.dir) / "dockerd.log")
-    st.live_restore = live_restore
+    st.live_restore = live_restore  # start_node writes daemon.json from the lab state
     lab._save(st)
-    import time
-
-    _wait_engine(node, deadline=time.monotonic() + 60)
+    lab.start_node(1, timeout=60)
 
 
 def _alive_pid(pid: int) -> bool:
