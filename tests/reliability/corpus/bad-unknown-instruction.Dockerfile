@@ -1,0 +1,2 @@
+FROM nbops/busybox
+FROBNICATE x

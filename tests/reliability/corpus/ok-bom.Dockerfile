@@ -1,0 +1,2 @@
+﻿FROM nbops/busybox
+RUN true

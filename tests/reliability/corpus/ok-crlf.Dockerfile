@@ -1,0 +1,4 @@
+FROM nbops/busybox
+RUN echo a \
+ && echo b
+CMD ["sh"]

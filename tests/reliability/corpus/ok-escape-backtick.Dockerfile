@@ -1,0 +1,4 @@
+# escape=`
+FROM nbops/busybox
+RUN echo a `
+    && echo b

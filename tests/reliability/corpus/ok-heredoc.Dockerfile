@@ -1,0 +1,4 @@
+FROM nbops/busybox
+RUN <<EOF
+echo hi
+EOF

@@ -1,0 +1,5 @@
+ARG BASE=nbops/busybox
+FROM $BASE AS build
+RUN echo hi > /x
+FROM nbops/busybox
+COPY --from=build /x /x
