@@ -1,0 +1,4 @@
+FROM nbops/busybox
+RUN ["echo", "unterminated
+CMD ["sh"
+FROBNICATE
