@@ -3,13 +3,18 @@
 # notebook and its plots to out/, and remove the lab again (whatever happens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NBOPS_HOME="${NBOPS_HOME:-$(mktemp -d /tmp/nbops-demo.XXXXXX)}"
+own_home=""
+if [ -z "${NBOPS_HOME:-}" ]; then own_home=$(mktemp -d /tmp/nbops-demo.XXXXXX); export NBOPS_HOME="$own_home"; fi
 export NBOPS_PROGRESS=text MPLBACKEND=Agg
 mkdir -p out
-cleanup() { .venv/bin/nbops lab down >/dev/null 2>&1 || true; }
+cleanup() {
+  .venv/bin/nbops lab down >/dev/null 2>&1 || true
+  # keep the run's history store with its executed notebook; remove the temporary home
+  if [ -n "$own_home" ]; then cp -f "$own_home/history.sqlite" out/ 2>/dev/null || true; rm -rf "$own_home"; fi
+}
 trap cleanup EXIT
 start=$(date +%s)
 .venv/bin/nbops lab up
 .venv/bin/papermill --log-level WARNING notebooks/00-quickstart.ipynb out/00-quickstart.ipynb -p out_dir "$PWD/out"
 .venv/bin/nbops lab status
-echo "demo: done in $(( $(date +%s) - start )) s — executed notebook: out/00-quickstart.ipynb, plots: out/*.png"
+echo "demo: done in $(( $(date +%s) - start )) s — executed notebook: out/00-quickstart.ipynb, plots: out/*.png, history: out/history.sqlite"
