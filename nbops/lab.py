@@ -220,7 +220,8 @@ class Lab:
         daemon = {
             "data-root": f"{d}/data", "exec-root": f"{d}/exec", "pidfile": f"{d}/docker.pid",
             "hosts": [f"unix://{d}/docker.sock"], "containerd": f"{d}/containerd.sock",
-            "insecure-registries": [state.registry, state.subnet],  # BuildKit (20.10) ignores CIDRs "storage-driver": "overlay2",
+            # the exact address too: BuildKit (20.10) ignores CIDR entries
+            "insecure-registries": [state.registry, state.subnet], "storage-driver": "overlay2",
             "live-restore": state.live_restore, "labels": [f"{k}={v}" for k, v in node.labels.items()],
             # every container of the node lives under /sys/fs/cgroup/<ctrl>/<netns name>/: a stopped
             # node or a killed run's containers are found (and killed) by that name
