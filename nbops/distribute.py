@@ -27,12 +27,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass
-class LayerPush:
+class LayerTransfer:
+    """One layer of a push or a pull: its final status, bytes moved and how long it took."""
+
     layer: str
     status: str = "waiting"
     bytes: int | None = None
     duration_s: float | None = None
     _t_start: float | None = field(default=None, repr=False)
+
+
+LayerPush = LayerPull = LayerTransfer
 
 
 @dataclass
@@ -221,15 +226,6 @@ def push(
                          for lp in result.layers]},
     )
     return result
-
-
-@dataclass
-class LayerPull:
-    layer: str
-    status: str = "waiting"
-    bytes: int | None = None
-    duration_s: float | None = None
-    _t_start: float | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -454,4 +450,4 @@ def _registry_of(ref: str) -> str | None:
     return None
 
 
-__all__ = ["push", "pull", "plan_ref", "PushResult", "PullResult", "LayerPush", "LayerPull", "follow_push", "follow_pull", "manifest_digest", "target_ref", "default_registry", "lab_registry"]
+__all__ = ["push", "pull", "plan_ref", "PushResult", "PullResult", "LayerTransfer", "LayerPush", "LayerPull", "follow_push", "follow_pull", "manifest_digest", "target_ref", "default_registry", "lab_registry"]

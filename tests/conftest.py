@@ -21,6 +21,20 @@ os.environ["NBOPS_PROGRESS"] = "text"
 os.environ.pop("DOCKER_HOST", None)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _history_per_module(request):
+    """Each test module records into its own history store (kernels it starts inherit the path),
+    so no module can see, or damage, another module's rows."""
+    name = "".join(c if c.isalnum() else "_" for c in request.node.nodeid)[-80:]
+    old = os.environ.get("NBOPS_HISTORY")
+    os.environ["NBOPS_HISTORY"] = str(_HOME / "history" / f"{name}.sqlite")
+    yield
+    if old is None:
+        os.environ.pop("NBOPS_HISTORY", None)
+    else:
+        os.environ["NBOPS_HISTORY"] = old
+
+
 @pytest.fixture(scope="session")
 def nbops_home() -> Path:
     return _HOME
