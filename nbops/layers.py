@@ -774,8 +774,10 @@ _RECENT: OrderedDict[str, Stacker] = OrderedDict()
 RECENT_STATES = 4
 
 
-def _remember(chain_id: str, stacker: Stacker) -> None:
-    _RECENT[chain_id] = stacker.clone()
+def _remember(chain_id: str, stacker: Stacker, *, copy: bool = True) -> None:
+    """Keep the state of ``chain_id`` in this process (a copy, unless the caller hands it over:
+    ``copy=False`` for a stacker nothing stacks on any more)."""
+    _RECENT[chain_id] = stacker.clone() if copy else stacker
     _RECENT.move_to_end(chain_id)
     while len(_RECENT) > RECENT_STATES:
         _RECENT.popitem(last=False)
@@ -1167,7 +1169,7 @@ class _Plan:
         if lc is not None and n - self.done > 1:  # stacking one layer on a snapshot is cheaper than storing
             lc.put_snapshot(self.chain[-1], st)
         elif lc is not None and n and self.done < n:
-            _remember(self.chain[-1], st)
+            _remember(self.chain[-1], st, copy=False)  # st is final: the report copies what it keeps
         rep = build_report(image, image_id, source, self.diff_ids, st, config)
         rep.cache_hits = n - len(self.missing)
         rep.cache_misses = len(self.missing)
@@ -1258,11 +1260,13 @@ def _record(store: History, rep: LayerReport, record: bool) -> None:
            "wasted_bytes": rep.wasted_bytes, "wasted_percent": rep.wasted_percent,
            "hidden_bytes": rep.hidden_bytes, "cache_hits": rep.cache_hits, "cache_misses": rep.cache_misses,
            "duration_s": rep.seconds}
-    rows = [{"idx": x.index, "diff_id": x.diff_id, "instruction": x.instruction, "created_by": x.created_by,
-             "size": x.size,
-             "files": x.files, "bytes_added": x.bytes_added, "bytes_hidden_later": x.bytes_hidden_later,
-             "bytes_removed": x.bytes_removed} for x in rep.layers]
-    store.record("layer_analyses", row, children={"analysis_layers": rows}, parent_key="analysis_id")
+    with store.transaction() as conn:  # the analysis and its layers together, the layers in one statement
+        aid = store._insert(conn, "layer_analyses", row)
+        conn.executemany(
+            "INSERT INTO analysis_layers (analysis_id, idx, diff_id, instruction, created_by, size, files,"
+            " bytes_added, bytes_hidden_later, bytes_removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(aid, x.index, x.diff_id, x.instruction, x.created_by, x.size, x.files, x.bytes_added,
+              x.bytes_hidden_later, x.bytes_removed) for x in rep.layers])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1403,6 +1407,17 @@ _TREND_COLUMNS = ["build_id", "ts", "time", "version", "image_id", "layer", "dif
                   "total_size"]
 
 
+def _version_labels(tags: Sequence[Any], image_ids: Sequence[str]) -> list[str]:
+    """:func:`_version_label` of each build; a plain first tag (the usual case) needs no call."""
+    out = []
+    for t, i in zip(tags, image_ids, strict=True):
+        if t.__class__ is str and t and t[0] != "[":
+            out.append(t.split(",", 1)[0].strip())
+        else:
+            out.append(_version_label(t, i))
+    return out
+
+
 def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
     import pandas as pd
 
@@ -1424,7 +1439,7 @@ def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
         return pd.DataFrame(columns=_TREND_COLUMNS)
     build_id, ts, tags, image_id, build_size, aid = (list(c) for c in zip(*rows, strict=True))
     builds = pd.DataFrame({"build_id": build_id, "ts": ts,
-                           "version": [_version_label(t, i) for t, i in zip(tags, image_id, strict=True)],
+                           "version": _version_labels(tags, image_id),
                            "image_id": image_id, "build_size": build_size, "aid": aid})
     # 2. the layers of those analyses, in one query (the ids passed as one JSON array)
     ids = sorted({a for a in aid if a >= 0})
@@ -1475,11 +1490,15 @@ def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
             except ValueError:
                 cols = []
             if cols and all(len(c) == n for c in cols):
-                order = np.lexsort((cols[1], cols[0]))  # by analysis, layer (unique: the primary key)
-                return pd.DataFrame({"aid": cols[0][order], "layer": cols[1][order],
-                                     "diff_id": np.asarray(texts[0], dtype=object)[order],
-                                     "instruction": np.asarray(texts[1], dtype=object)[order],
-                                     "size": cols[2][order]})
+                a, x = cols[0], cols[1]
+                texts_np = [np.asarray(t, dtype=object) for t in texts]
+                # by analysis, layer (unique: the primary key); the index usually gives that order already
+                if not ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (x[1:] > x[:-1]))).all():
+                    order = np.lexsort((x, a))
+                    cols = [c[order] for c in cols]
+                    texts_np = [t[order] for t in texts_np]
+                return pd.DataFrame({"aid": cols[0], "layer": cols[1], "diff_id": texts_np[0],
+                                     "instruction": texts_np[1], "size": cols[2]})
     rows = store.execute(f"SELECT analysis_id, idx, diff_id, instruction, size {pick} ORDER BY analysis_id, idx",
                          param)
     lcols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _LAYER_COLUMNS]
