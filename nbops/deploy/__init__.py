@@ -438,7 +438,9 @@ class Orchestrator:
                     "manager_lost": "lost its swarm manager"}
             raise RolloutFailed(
                 f"{spec.name} {what.get(rollout.outcome, rollout.outcome)} after {duration:.1f} s: "
-                f"{_last_error(rollout) or rollout.outcome}" + "".join(f"; {i['detail']}" for i in rollout.incidents),
+                f"{_last_error(rollout) or rollout.outcome}"
+                + "".join(f"; {i['detail']}" for i in rollout.incidents
+                          if not (rollout.outcome == i["kind"] == "manager_lost")),
                 hint=(f"check the manager (nbops lab status, or nbops doctor), then `docker service ps {spec.name}`; "
                       "the timeline is in .result.to_frame() on this error" if rollout.outcome == "manager_lost" else
                       "the timeline is in .result.to_frame() on this error (%nbops error shows it)"),
@@ -475,8 +477,9 @@ def _last_error(rollout: Rollout) -> str | None:
         seen = (f"last seen: update {f.get('update_state') or 'none'}, {f.get('running')}/{f.get('replicas')} "
                 f"task(s) running {f.get('image')}") if f.get("as_of") else "the service was never seen"
         since = time.strftime("%H:%M:%S", time.gmtime(lost[0]["ts"])) if lost else "?"
-        return (f"the manager {lost[0]['node'] if lost else ''} stopped answering at {since} UTC and did not come "
-                f"back before the timeout; the update may still run there ({seen})")
+        why = lost[0].get("reason", "") if lost else ""
+        return (f"the swarm manager {lost[0]['node'] if lost else ''} became unavailable at {since} UTC ({why}) and "
+                f"did not come back before the timeout; the update may still run there ({seen})")
     if rollout.failed_tasks:
         f = rollout.failed_tasks[-1]
         return f"task {f['task'][:12]} {f['state']}: {f['error']}"

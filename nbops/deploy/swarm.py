@@ -568,9 +568,9 @@ class _Faults:
     def manager_lost(self, ts: float, exc: Exception) -> None:
         if self.lost_since is None:
             self.lost_since = ts
-            self.incidents.append({"ts": ts, "kind": "manager_lost", "node": self.manager,
-                                   "detail": f"the swarm manager stopped answering ({_short(exc.message)})",
-                                   "slots": []})
+            reason = _short(exc.message)
+            self.incidents.append({"ts": ts, "kind": "manager_lost", "node": self.manager, "reason": reason,
+                                   "detail": f"the swarm manager became unavailable ({reason})", "slots": []})
 
     def manager_answers(self, ts: float) -> None:
         if self.lost_since is not None:
