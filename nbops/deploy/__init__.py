@@ -454,19 +454,20 @@ _SECRET_ENV = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|KEY|CREDENTIAL", re.IGNO
 def lint_env(env: dict[str, str] | None) -> list[str]:
     """A warning per environment variable whose NAME looks like a secret (the value is never repeated).
 
-    Docker keeps ``-e`` values in plain text where anyone with the engine's API can read them: the
-    service spec (``docker service inspect``, stored in the managers' raft store under the engine's
-    data directory) and each task container's config (``docker inspect``, ``config.v2.json``).
+    Docker keeps ``-e`` values where anyone with the engine's API can read them: the service spec
+    (``docker service inspect``, stored in the managers' raft store under the engine's data directory)
+    and each task container's config (``docker inspect``; plain text in ``config.v2.json``).
     """
     out = []
     for name in sorted(env or {}):
         if _SECRET_ENV.search(name):
             lower = re.sub(r"[^a-z0-9_.-]", "_", name.lower())
-            out.append(f"env {name} looks like a secret: Docker keeps environment values in plain text — in the "
-                       f"swarm's raft store in the engine's data directory (/var/lib/docker/swarm), in each task "
-                       f"container's config, and in `docker service inspect` / `docker inspect` for anyone with "
-                       f"the engine's API — use a swarm secret instead: --secret {lower}=./{lower}.txt, read from "
-                       f"/run/secrets/{lower} (or a *_FILE variable pointing there)")
+            out.append(f"env {name} looks like a secret: Docker keeps environment values readable — in the "
+                       f"service spec in the managers' raft store (the engine's data directory, <data-root>/swarm), "
+                       f"in plain text in each task container's config on disk, and in `docker service inspect` / "
+                       f"`docker inspect` for anyone with the engine's API — use a swarm secret instead: "
+                       f"--secret {lower}=./{lower}.txt, read from /run/secrets/{lower} "
+                       f"(or a *_FILE variable pointing there)")
     return out
 
 

@@ -149,6 +149,7 @@ def test_worker_crashed_mid_rollout(dlab, images, helpers, history, figures):
                                           for t in eng.api.tasks(filters={"service": name, "desired-state": "running"})),
                                   timeout=60, step=0.3), "the rolling update never started"
         crash = dlab.stop_node(3, crash=True)
+        figures.add("faults", injected=1, during_deploy=1)  # counted even if nbops then fails
         thread.join(TIMEOUT + BOUND)
         elapsed = time.monotonic() - t0
         assert not thread.is_alive(), f"deploy still running {elapsed:.0f} s after it started (timeout {TIMEOUT} s)"
@@ -172,7 +173,7 @@ def test_worker_crashed_mid_rollout(dlab, images, helpers, history, figures):
         else:  # paused by the failure: said so in the one line, and the row says so too
             assert row["outcome"] == result.outcome and row["error"], row
             assert view["update_state"] == result.outcome, view
-        figures.add("faults", injected=1, survived=1)
+        figures.add("faults", survived=1)
     finally:
         swarm.remove(name, engine=eng)
         dlab.start_node(3)
@@ -199,6 +200,7 @@ def test_manager_restarted_mid_rollout(dlab, images, helpers, history, figures):
         assert helpers.wait_until(lambda: _manager_view(dlab, name)["update_state"] == "updating", timeout=60,
                                   step=0.3), "the rolling update never started"
         restart = dlab.restart_manager()
+        figures.add("faults", injected=1, during_deploy=1)  # counted even if nbops then fails
         thread.join(TIMEOUT + BOUND)
         elapsed = time.monotonic() - t0
         assert not thread.is_alive(), f"deploy still running {elapsed:.0f} s after it started (timeout {TIMEOUT} s)"
@@ -218,7 +220,7 @@ def test_manager_restarted_mid_rollout(dlab, images, helpers, history, figures):
             assert view["update_state"] == "completed" and view["running"] == 3 and view["image"] == row["image"]
             assert row["image"] == eng.api.inspect_service(name)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
             assert "@sha256:" in row["image"] and v2.rsplit(":", 1)[0] in row["image"]
-        figures.add("faults", injected=1, survived=1)
+        figures.add("faults", survived=1)
     finally:
         helpers.wait_until(lambda: all(n["state"] == "ready" for n in dlab.swarm_nodes().values()), timeout=60)
         swarm.remove(name, engine=eng)
@@ -248,6 +250,7 @@ def test_manager_gone_past_the_timeout(dlab, images, helpers, history, figures):
         assert helpers.wait_until(lambda: _manager_view(dlab, name)["update_state"] == "updating", timeout=30,
                                   step=0.3), "the rolling update never started"
         stop = dlab.stop_node(1)
+        figures.add("faults", injected=1, during_deploy=1)  # counted even if nbops then fails
         thread.join(short + BOUND)
         elapsed = time.monotonic() - t0
         assert not thread.is_alive(), f"deploy still running {elapsed:.0f} s after it started (timeout {short} s)"
@@ -264,7 +267,7 @@ def test_manager_gone_past_the_timeout(dlab, images, helpers, history, figures):
         view = _manager_view(dlab, name)
         # nobody changed the spec while the manager was away: the last-seen spec is the real one
         assert (final["spec_version"], final["image"]) == (view["spec_version"], view["image"]), (final, view)
-        figures.add("faults", injected=1, survived=1)
+        figures.add("faults", survived=1)
     finally:
         if not dlab.swarm_nodes():
             dlab.start_node(1)
