@@ -610,8 +610,9 @@ class _Faults:
             if inc["kind"] == "node_down":
                 inc["moved"] = {str(s): where.get(s) for s in inc["slots"]}
                 moved = [f"slot {s} → {where[s]}" for s in inc["slots"] if where.get(s) and where[s] != inc["node"]]
-                if moved:
-                    inc["detail"] += f", rescheduled: {', '.join(moved)}"
+                if moved:  # a node merely unknown to a restarted manager may have lost its slots to the update
+                    word = "rescheduled" if inc["detail"].split(" ", 2)[1:2] == ["went"] else "now"
+                    inc["detail"] += f", {word}: {', '.join(moved)}"
         return self.incidents
 
 
