@@ -594,7 +594,7 @@ class _Faults:
             else:
                 slots = sorted(s for s, h in self.slot_node.items() if h == host)
                 how = "went down" if new == "down" else f"is {new} to the manager"  # unknown: not heard from yet
-                self.incidents.append({"ts": ts, "kind": "node_down", "node": host, "slots": slots,
+                self.incidents.append({"ts": ts, "kind": "node_down", "node": host, "state": new, "slots": slots,
                                        "detail": f"{host} {how} with {len(slots)} task(s) of the service"})
         for t in raw_tasks:  # after the node check: a slot keeps the node it had before its node was lost
             if t.get("DesiredState") == "running" and t.get("Slot") is not None and t.get("NodeID") in self.hostnames:
@@ -611,7 +611,7 @@ class _Faults:
                 inc["moved"] = {str(s): where.get(s) for s in inc["slots"]}
                 moved = [f"slot {s} → {where[s]}" for s in inc["slots"] if where.get(s) and where[s] != inc["node"]]
                 if moved:  # a node merely unknown to a restarted manager may have lost its slots to the update
-                    word = "rescheduled" if inc["detail"].split(" ", 2)[1:2] == ["went"] else "now"
+                    word = "rescheduled" if inc["state"] == "down" else "now"
                     inc["detail"] += f", {word}: {', '.join(moved)}"
         return self.incidents
 
