@@ -152,6 +152,7 @@ def main() -> int:
 
         def run_nbops(ref: str, source: str) -> tuple[float, layers.LayerReport]:
             store = History(tmp / f"cold-{uuid.uuid4().hex[:6]}.sqlite")
+            store.connect()  # creating the store (its migrations) is not part of an analysis
             gc.collect()
             t = time.perf_counter()
             rep = layers.analyze(ref, source=source, engine=engine, history=store, cache=False, record=False)
