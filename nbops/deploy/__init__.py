@@ -435,7 +435,24 @@ class Orchestrator:
         return result
 
 
+_STATE_NOTE = {"preparing": " (pulling the image, creating the container)", "pending": " (not scheduled yet)"}
+
+
+def _where_tasks_stand(rollout: Rollout) -> str:
+    """``2/5 tasks running, 3 preparing (…)``: what a rollout that timed out was still waiting for."""
+    counts: dict[str, int] = {}
+    for t in rollout.tasks:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    running = counts.pop("running", 0)
+    rest = ", ".join(f"{n} {state}{_STATE_NOTE.get(state, '')}" for state, n in sorted(counts.items()))
+    return f"{running}/{len(rollout.tasks)} tasks running" + (f", {rest}" if rest else "")
+
+
 def _last_error(rollout: Rollout) -> str | None:
+    if rollout.outcome == "timeout" and rollout.tasks:
+        failed = rollout.failed_tasks[-1] if rollout.failed_tasks else None
+        last = f"; last failure: task {failed['task'][:12]} {failed['state']}: {failed['error']}" if failed else ""
+        return _where_tasks_stand(rollout) + last
     if rollout.failed_tasks:
         f = rollout.failed_tasks[-1]
         return f"task {f['task'][:12]} {f['state']}: {f['error']}"
