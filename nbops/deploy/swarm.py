@@ -21,8 +21,8 @@ from ._events import EventStream, event_ts, health_of
 # The watch polls the service and its tasks (swarm sends no task events): every POLL s while
 # something changes, backing off to POLL_MAX while nothing does; an engine event (a container
 # started, died, turned healthy; the service's update state) wakes it at once. Ten rollouts watched
-# at a flat 0.25 s made 80 API calls a second and cost a 2-core machine more CPU than the
-# rollouts themselves.
+# at a flat 0.25 s make 80 API calls a second (10x5 services on the lab: watcher 2.5-4.5 s CPU,
+# dockerd 3.8-6.1 s; with the back-off 1.7-2.0 s and 3.5-3.8 s; the docker CLI alone, dockerd 2.7-3.4 s).
 POLL, POLL_MAX = 0.25, 2.0
 TERMINAL_UPDATE = {"completed", "paused", "rollback_completed", "rollback_paused"}
 FAILED_STATES = {"failed", "rejected"}
