@@ -437,14 +437,28 @@ def test_engine_hung_mid_build(node, engine_at, builder, figures, helpers):
     figures.add("faults", injected=1, survived=1)
 
 
-@pytest.mark.parametrize("builder", ["buildkit", "legacy"])
-def test_silent_step_on_a_healthy_engine_completes(engine_at, builder, figures):
+@pytest.mark.parametrize("builder", ["buildkit", "legacy", "magic"])
+def test_silent_step_on_a_healthy_engine_completes(node, engine_at, builder, figures):
     from nbops.build import build
 
     stall = 3.0
-    eng = engine_at(10)
-    res = build(f"FROM nbops/busybox\nRUN sleep 10 && echo {uuid.uuid4().hex} > /done\n", [f"rel/silent:{builder}"],
-                engine=eng, builder=builder, nocache=True, progress="none", stall_timeout=stall)
+    source = f"FROM nbops/busybox\nRUN sleep 10 && echo {uuid.uuid4().hex} > /done\n"
+    if builder == "magic":  # %config NbopsMagics.stall_timeout reaches the build
+        from IPython.core.interactiveshell import InteractiveShell
+
+        sh = InteractiveShell.instance()
+        try:
+            sh.run_line_magic("load_ext", "nbops")
+            for key, value in (("docker_host", node.socket), ("timeout", 10.0), ("stall_timeout", stall),
+                               ("progress", "none")):
+                sh.run_line_magic("config", f"NbopsMagics.{key} = {value!r}")
+            sh.run_cell_magic("dockerfile", "silent", source)
+            res = sh.run_line_magic("build", "silent -t rel/silent:magic --no-cache")
+        finally:
+            InteractiveShell.clear_instance()
+    else:
+        res = build(source, [f"rel/silent:{builder}"], engine=engine_at(10), builder=builder, nocache=True,
+                    progress="none", stall_timeout=stall)
     waits = [line for line in res.log if "the engine answers a ping, still waiting" in line]
     assert res.image_id and res.duration_s >= 10
     assert len(waits) >= 2, f"the watchdog never checked the engine during the silent step: {res.log}"
