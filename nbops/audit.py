@@ -103,10 +103,20 @@ def _b64_core(raw: bytes, align: int, enc) -> bytes:
 
 
 def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], secret: str | bytes, *,
-         max_file: int = 512 * 1024 * 1024) -> AuditResult:
-    """Look for ``secret`` in every file under ``paths`` (files or directories, recursively)."""
+         max_file: int = 512 * 1024 * 1024, isolate: bool = True, timeout: float = 600.0) -> AuditResult:
+    """Look for ``secret`` in every file under ``paths`` (files or directories, recursively).
+
+    ``isolate`` (default): the files are read by a child process. Reading a live SQLite store's files
+    (the database, its -wal and -shm) in a process that has that store open is one of SQLite's
+    documented ways to corrupt it: closing any descriptor of a file drops every POSIX lock the process
+    holds on it, so another process may checkpoint and reset the WAL under this one's connection
+    (sqlite.org/howtocorrupt.html §2.2; reproduced here: committed rows vanished). The secret reaches
+    the child on its stdin, never on its command line.
+    """
     wanted = forms(secret)
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if isolate:
+        return _scan_in_child(roots, secret, max_file, timeout)
     result = AuditResult(files=0, bytes=0, forms=sorted(wanted))
     for root in roots:
         for path in _walk(Path(root)):
@@ -181,4 +191,37 @@ def _search_sqlite(path: Path, wanted: dict[str, bytes]) -> list[Hit]:
     return hits
 
 
+def _scan_in_child(roots: list, secret: str | bytes, max_file: int, timeout: float) -> AuditResult:
+    import subprocess
+    import sys
+
+    raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+    request = json.dumps({"roots": [os.fspath(r) for r in roots], "secret": base64.b64encode(raw).decode(),
+                          "max_file": max_file})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "nbops.audit"], input=request, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ConfigError(f"the secret scan did not finish within {timeout:.0f} s",
+                          hint="scan fewer or smaller paths, or pass a longer timeout=") from exc
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"the secret scan failed: {last[:300]}", hint="check the paths are readable")
+    data = json.loads(proc.stdout)
+    return AuditResult(files=data["files"], bytes=data["bytes"], forms=data["forms"],
+                       hits=[Hit(**h) for h in data["hits"]], skipped=data["skipped"])
+
+
+def _child_main() -> None:
+    import sys
+
+    req = json.loads(sys.stdin.read())
+    result = scan(req["roots"], base64.b64decode(req["secret"]), max_file=req["max_file"], isolate=False)
+    json.dump(asdict(result), sys.stdout)
+
+
 __all__ = ["scan", "forms", "AuditResult", "Hit"]
+
+
+if __name__ == "__main__":
+    _child_main()

@@ -140,6 +140,8 @@ class NbopsMagics(Magics):
     @argument("--secret", action="append", metavar="id=ID,src=FILE", help="BuildKit build secret")
     @argument("--builder", choices=["auto", "buildkit", "legacy"], default=None)
     @argument("--squash", action="store_true", help="merge the layers added on the base into one")
+    @argument("--no-reuse", action="store_true",
+              help="start the builder even when the inputs equal an earlier build's whose image is still there")
     def build(self, line: str) -> Any:
         """Build a Dockerfile cell; returns a BuildResult (profile in .to_frame())."""
         from . import build as core
@@ -163,7 +165,8 @@ class NbopsMagics(Magics):
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
                           buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
                           pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
-                          progress=self._progress(), squash=args.squash, stall_timeout=self.stall_timeout)
+                          progress=self._progress(), squash=args.squash, reuse=not args.no_reuse,
+                          stall_timeout=self.stall_timeout)
 
     # -- %push / %pull ------------------------------------------------------------------------
     @line_magic

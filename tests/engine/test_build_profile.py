@@ -79,7 +79,8 @@ def test_target_labels_and_cache(engine, history, builder):
     big = df[df.instruction.str.startswith('RUN echo "$V"')].iloc[0]
     assert big.layer_size >= 300 * 1024 and big.in_final
     again = build(MULTI, [tag], engine=engine, builder=builder, target="build", labels={"team": "ops"},
-                  history=history, progress="none")
+                  history=history, progress="none", reuse=False)  # the builder's own cache report
+    assert not again.reused
     assert again.to_frame().query("instruction.str.startswith('RUN')", engine="python").cached.all()
     cold = build(MULTI, [tag], engine=engine, builder=builder, target="build", labels={"team": "ops"},
                  nocache=True, history=history, progress="none")
