@@ -230,16 +230,10 @@ def build(
             key = keying.result()
         except Exception:  # keying is an optimisation: a build never fails because of it
             key = None
-    result.build_id = store.record(
-        "builds",
-        {"ts": time.time(), "run_id": _history.current_run_id(), "name": name, "tags": list(tags),
-         "image_id": attrs["Id"], "dockerfile_sha": dockerfile_sha, "builder": used, "engine": engine.address,
-         "duration_s": duration, "size": result.size, "n_layers": result.n_layers, "ok": True,
-         "meta": {"target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": nocache,
-                  "pull": pull, "labels": dict(labels or {}),
-                  "squashed": result.squashed.summary() if result.squashed else None, "input_key": key}},
-        {"build_steps": [dict(vars(s)) for s in steps]},  # vars(): asdict's deep copy costs ms per build
-    )
+    _record_success(store, result, engine, {
+        "target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": nocache, "pull": pull,
+        "labels": dict(labels or {}), "squashed": result.squashed.summary() if result.squashed else None,
+        "input_key": key})
     _remember(engine, key, result.image_id, result.build_id, steps, used)
     return result
 
@@ -419,6 +413,18 @@ def _preflight(source: str, engine: Engine) -> None:
                     f"line {docs[0].line}: heredoc ({docs[0].instruction} <<{docs[0].delimiter}) is not understood by "
                     f"engine {version}'s built-in Dockerfile frontend",
                     hint="write `RUN set -e; cmd1; cmd2` (or COPY a script) instead", line=docs[0].line)
+
+
+def _record_success(store: _history.History, result: BuildResult, engine: Engine, meta: dict[str, Any]) -> None:
+    """One builds row and its steps, in one transaction; sets ``result.build_id``."""
+    result.build_id = store.record(
+        "builds",
+        {"ts": time.time(), "run_id": _history.current_run_id(), "name": result.name, "tags": list(result.tags),
+         "image_id": result.image_id, "dockerfile_sha": result.dockerfile_sha, "builder": result.builder,
+         "engine": engine.address, "duration_s": result.duration_s, "size": result.size,
+         "n_layers": result.n_layers, "ok": True, "meta": meta},
+        {"build_steps": [dict(vars(s)) for s in result.steps]},  # vars(): asdict's deep copy costs ms per build
+    )
 
 
 def _record_failure(history, name, tags, sha, builder, engine, duration, err) -> None:
@@ -1102,14 +1108,7 @@ def _reuse(engine: Engine, hit: tuple[str, int | None, list[BuildStep], str], ke
     result = BuildResult(name=name, tags=list(tags), image_id=attrs["Id"], builder=used, duration_s=duration,
                          steps=steps, size=int(attrs.get("Size") or 0), n_layers=len(layers),
                          dockerfile_sha=dockerfile_sha, reused=True, reused_from=from_build)
-    result.build_id = store.record(
-        "builds",
-        {"ts": time.time(), "run_id": _history.current_run_id(), "name": name, "tags": list(tags),
-         "image_id": attrs["Id"], "dockerfile_sha": dockerfile_sha, "builder": used, "engine": engine.address,
-         "duration_s": duration, "size": result.size, "n_layers": result.n_layers, "ok": True,
-         "meta": {"target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": False,
-                  "pull": False, "labels": dict(labels or {}), "squashed": None, "input_key": key,
-                  "reused_from": from_build}},
-        {"build_steps": [dict(vars(s)) for s in steps]},
-    )
+    _record_success(store, result, engine, {
+        "target": target, "buildargs": sorted((buildargs or {}).keys()), "nocache": False, "pull": False,
+        "labels": dict(labels or {}), "squashed": None, "input_key": key, "reused_from": from_build})
     return result

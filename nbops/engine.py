@@ -63,6 +63,10 @@ class Engine:
             client = docker.DockerClient(base_url=address, version="auto", timeout=timeout)
         except Exception as exc:  # docker-py wraps every failure of the version probe
             raise translate(exc, address, "connect") from exc
+        if address.startswith(("unix://", "/")):
+            # no HTTP proxy ever applies to a unix socket; requests would otherwise re-read the proxy
+            # environment on every call (about 2 ms each, measured with cProfile on a build)
+            client.api.trust_env = False
         return cls(client, address, timeout)
 
     @property

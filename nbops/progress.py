@@ -6,7 +6,8 @@ line each time a layer changes state (``<layer> pushed 2.1 MB in 0.4 s``, ``<lay
 which reads well in a papermill-saved notebook.
 
 ``NBOPS_PROGRESS`` (or ``%config NbopsMagics.progress``) chooses: ``widget``, ``text``, ``none`` or
-``auto`` (widget inside a kernel with ipywidgets, text elsewhere). ``nbops run`` and the tests set
+``auto`` (widget when the cell came from a notebook frontend that draws widgets, text under
+nbclient/papermill and outside a kernel). ``nbops run`` and the tests also set
 ``text``: tqdm's widget bar, picked by ``tqdm.auto`` under papermill, freezes at 0% in the saved
 notebook.
 """
@@ -32,13 +33,28 @@ def mode(requested: str | None = None) -> str:
         shell = get_ipython()
     except ImportError:  # pragma: no cover - IPython is a dependency
         shell = None
-    if shell is not None and getattr(shell, "kernel", None) is not None:
+    kernel = getattr(shell, "kernel", None) if shell is not None else None
+    if kernel is not None:
+        if not _frontend_draws_widgets(kernel):
+            return "text"
         try:
             import ipywidgets  # noqa: F401
         except ImportError:
             return "text"
         return "widget"
     return "text"
+
+
+def _frontend_draws_widgets(kernel: Any) -> bool:
+    """Whether the cell being run came from a notebook frontend (JupyterLab, Notebook 7), which sends the
+    cell's id with each execute request; nbclient — under papermill and ``nbops run`` — sends none, and
+    a widget there is saved as a frozen bar nobody sees move."""
+    try:
+        parent = kernel.get_parent("shell") if hasattr(kernel, "get_parent") else kernel._parent_header
+    except Exception:
+        return True
+    meta = (parent or {}).get("metadata") or {}
+    return "cellId" in meta
 
 
 class Progress:

@@ -263,10 +263,13 @@ class DeployResult:
     warnings: list[str] = field(default_factory=list)
     probe: Any = None
     previous_image: str | None = None
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         running = sum(1 for t in self.tasks if t["state"] == "running")
         extra = f", {len(self.failed_tasks)} failed task(s)" if self.failed_tasks else ""
+        extra += "".join(f"; {i['detail']}" for i in self.incidents)
         probe = f", probe {self.probe.summary()}" if self.probe is not None else ""
         return (f"<DeployResult {self.service} {self.outcome}: {running}/{len(self.tasks)} tasks running "
                 f"({self.image}) in {human_time(self.duration_s)} via {self.orchestrator}{extra}{probe}>")
@@ -297,6 +300,7 @@ class DeployResult:
         lines = [(u.ts, f"service {u.state}" + (f": {u.message}" if u.message else "")) for u in self.updates]
         lines += [(f["ts"], f"task {f['task'][:12]} (slot {f['slot']}, {f['image']}) {f['state']}: {f['error']}")
                   for f in self.failed_tasks]
+        lines += [(i["ts"], i["detail"]) for i in self.incidents]
         return [f"+{ts - t0:5.1f} s  {text}" for ts, text in sorted(lines, key=lambda x: x[0])]
 
     def to_frame(self):
@@ -344,6 +348,8 @@ class Rollout:
     failed_tasks: list[dict[str, Any]] = field(default_factory=list)
     image: str | None = None
     previous_image: str | None = None
+    incidents: list[dict[str, Any]] = field(default_factory=list)  # manager lost/back, node down/up
+    final: dict[str, Any] = field(default_factory=dict)  # the service as the manager last reported it
 
 
 class Orchestrator:
@@ -374,7 +380,7 @@ class Orchestrator:
             raise ConfigError("no image to deploy", hint="%deploy IMAGE --name NAME (or --rollback NAME)")
         if spec.mode not in ("replicated", "global"):
             raise ConfigError(f"bad mode {spec.mode!r}", hint="use replicated or global")
-        return []
+        return lint_env(spec.env)
 
     def apply(self, spec: DeploySpec) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -412,10 +418,12 @@ class Orchestrator:
                               outcome=rollout.outcome, duration_s=duration, events=rollout.events,
                               tasks=rollout.tasks, action=spec.action, started=started, updates=rollout.updates,
                               failed_tasks=rollout.failed_tasks, warnings=warnings, probe=probe,
-                              previous_image=rollout.previous_image)
+                              previous_image=rollout.previous_image, incidents=rollout.incidents,
+                              final=rollout.final)
         meta = {"action": spec.action, "warnings": warnings, "updates": [asdict(u) for u in rollout.updates],
                 "failed_tasks": rollout.failed_tasks, "previous_image": rollout.previous_image,
-                "probe": probe.summary_dict() if probe is not None else None}
+                "probe": probe.summary_dict() if probe is not None else None,
+                "incidents": rollout.incidents, "final": rollout.final}
         result.deploy_id = self.history.record(
             "deploys",
             {"ts": started, "run_id": _history.current_run_id(), "service": spec.name, "image": result.image,
@@ -426,16 +434,53 @@ class Orchestrator:
         )
         if not result.ok:
             what = {"rolled_back": "was rolled back", "paused": "was paused", "timeout": "timed out",
-                    "rollback_paused": "failed and its rollback paused", "failing": "keeps failing"}
+                    "rollback_paused": "failed and its rollback paused", "failing": "keeps failing",
+                    "manager_lost": "lost its swarm manager"}
             raise RolloutFailed(
                 f"{spec.name} {what.get(rollout.outcome, rollout.outcome)} after {duration:.1f} s: "
-                f"{_last_error(rollout) or rollout.outcome}",
-                hint="the timeline is in .result.to_frame() on this error (%nbops error shows it)",
+                f"{_last_error(rollout) or rollout.outcome}"
+                + "".join(f"; {i['detail']}" for i in rollout.incidents
+                          if not (rollout.outcome == i["kind"] == "manager_lost")),
+                hint=(f"check the manager (nbops lab status, or nbops doctor), then `docker service ps {spec.name}`; "
+                      "the timeline is in .result.to_frame() on this error" if rollout.outcome == "manager_lost" else
+                      "the timeline is in .result.to_frame() on this error (%nbops error shows it)"),
                 result=result, outcome=rollout.outcome)
         return result
 
 
+_SECRET_ENV = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def lint_env(env: dict[str, str] | None) -> list[str]:
+    """A warning per environment variable whose NAME looks like a secret (the value is never repeated).
+
+    Docker keeps ``-e`` values where anyone with the engine's API can read them: the service spec
+    (``docker service inspect``, stored in the managers' raft store under the engine's data directory)
+    and each task container's config (``docker inspect``; plain text in ``config.v2.json``).
+    """
+    out = []
+    for name in sorted(env or {}):
+        if _SECRET_ENV.search(name):
+            lower = re.sub(r"[^a-z0-9_.-]", "_", name.lower())
+            out.append(f"env {name} looks like a secret: Docker keeps environment values readable — in the "
+                       f"service spec in the managers' raft store (the engine's data directory, <data-root>/swarm), "
+                       f"in plain text in each task container's config on disk, and in `docker service inspect` / "
+                       f"`docker inspect` for anyone with the engine's API — use a swarm secret instead: "
+                       f"--secret {lower}=./{lower}.txt, read from /run/secrets/{lower} "
+                       f"(or a *_FILE variable pointing there)")
+    return out
+
+
 def _last_error(rollout: Rollout) -> str | None:
+    if rollout.outcome == "manager_lost":
+        lost = [i for i in rollout.incidents if i["kind"] == "manager_lost"][-1:]
+        f = rollout.final
+        seen = (f"last seen: update {f.get('update_state') or 'none'}, {f.get('running')}/{f.get('replicas')} "
+                f"task(s) running {f.get('image')}") if f.get("as_of") else "the service was never seen"
+        since = time.strftime("%H:%M:%S", time.gmtime(lost[0]["ts"])) if lost else "?"
+        why = lost[0].get("reason", "") if lost else ""
+        return (f"the swarm manager {lost[0]['node'] if lost else ''} became unavailable at {since} UTC ({why}) and "
+                f"did not come back before the timeout; the update may still run there ({seen})")
     if rollout.failed_tasks:
         f = rollout.failed_tasks[-1]
         return f"task {f['task'][:12]} {f['state']}: {f['error']}"

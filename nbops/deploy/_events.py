@@ -14,7 +14,8 @@ class EventStream:
     """Collect engine events accepted by ``keep`` from ``since`` until ``until`` (epoch seconds).
 
     The engine itself ends the stream at ``until``; :meth:`close` ends it earlier. A read timeout
-    (no event for the client's timeout) reconnects from the last event seen, never past ``until``.
+    (no event for the client's timeout) or a stream the engine closed early (it stopped or restarted)
+    reconnects from the last event seen, never past ``until``.
     """
 
     def __init__(self, engine: Engine, *, since: float, until: float, keep: Callable[[dict[str, Any]], bool],
@@ -48,7 +49,9 @@ class EventStream:
                     if self.keep(ev):
                         with self._lock:
                             self._items.append(ev)
-                return
+                # the engine ends the stream at `until`, or earlier when it stops (a restarted
+                # manager): then the loop reconnects from the last event seen
+                time.sleep(0.2)
             except Exception as exc:  # a read timeout or a closed socket: retry until the deadline
                 if self._stop.is_set():
                     return

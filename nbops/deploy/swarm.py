@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DeployError, NotFound
+from ..errors import ConfigError, DeployError, EngineError, EngineTimeout, EngineUnreachable, NotFound
 from ..health import Healthcheck, lint_update
 from . import DeploySpec, Orchestrator, Rollout, RolloutEvent, UpdateState, register
 from ._events import EventStream, event_ts, health_of
@@ -280,10 +280,26 @@ class Swarm(Orchestrator):
         last_update: tuple | None = None
         expect_update = handle["action"] in ("update", "rollback")
         svc: dict[str, Any] = {}
+        faults = _Faults(_local_hostname(self.engine) or self.engine.address, nodes)
         t_apply = time.monotonic()
         while True:
             now = time.time()
-            svc = self.engine.call(f"inspect service {spec.name}", api.inspect_service, sid)
+            try:
+                # the manager may restart or vanish mid-rollout: note it and keep watching until the deadline
+                svc = self.engine.call(f"inspect service {spec.name}", api.inspect_service, sid)
+                raw = self.engine.call(f"list tasks of {spec.name}", api.tasks, filters={"service": sid})
+                nodes = self._nodes()
+            except EngineError as exc:
+                if not _manager_gone(exc):
+                    raise
+                faults.manager_lost(now, exc)
+                if time.monotonic() > deadline:
+                    outcome = "manager_lost"
+                    break
+                time.sleep(POLL)
+                continue
+            faults.manager_answers(now)
+            faults.nodes(now, nodes, raw)
             us = svc.get("UpdateStatus") or {}
             fresh = bool(us) and us.get("StartedAt") != before_started
             if handle["action"] == "update" and not fresh and time.monotonic() - t_apply > 2:
@@ -296,7 +312,6 @@ class Swarm(Orchestrator):
                 _note_update(updates, now, us.get("State", ""), us.get("Message", ""))
             current_image = svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
             has_health = self._has_healthcheck(svc)
-            raw = self.engine.call(f"list tasks of {spec.name}", api.tasks, filters={"service": sid})
             tasks = []
             for t in raw:
                 status = t.get("Status", {})
@@ -328,7 +343,8 @@ class Swarm(Orchestrator):
             self.live_endpoints = [(t["address"], p) for t in tasks
                                    if t["state"] == "running" and t["desired"] == "running" and t["address"]
                                    for p in t["ports"]]
-            converged = self._converged(spec, svc, tasks, current_image)
+            # a task the manager still calls running on a node it has lost is not a running replica
+            converged = self._converged(spec, svc, tasks, current_image, faults.down_hosts(nodes))
             state = us.get("State") if fresh else None
             if state in ("paused", "rollback_paused"):
                 outcome = state
@@ -353,10 +369,15 @@ class Swarm(Orchestrator):
             self._event_row(ev, spec, events, updates, task_state, health_seen, nodes)
         previous = ((svc.get("PreviousSpec") or {}).get("TaskTemplate") or {}).get("ContainerSpec", {}).get("Image")
         live = [t for t in tasks if t["desired"] == "running"]
+        image = svc.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image")
+        replicas = (svc.get("Spec", {}).get("Mode", {}).get("Replicated") or {}).get("Replicas")
+        final = {"as_of": faults.last_answer, "spec_version": (svc.get("Version") or {}).get("Index"), "image": image,
+                 "update_state": (svc.get("UpdateStatus") or {}).get("State"), "replicas": replicas,
+                 "running": sum(1 for t in live if t["state"] == "running"),
+                 "nodes_down": sorted(faults.down_hosts(nodes))}
         return Rollout(outcome=outcome, events=sorted(events, key=lambda e: e.ts), tasks=sorted(live, key=lambda t: t["slot"] or 0),
                        updates=sorted(updates, key=lambda u: u.ts), failed_tasks=sorted(failed.values(), key=lambda f: f["ts"]),
-                       image=svc.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image"),
-                       previous_image=previous)
+                       image=image, previous_image=previous, incidents=faults.report(live), final=final)
 
     def _event_row(self, ev, spec, events, updates, task_state, health_seen, nodes) -> None:
         attrs = ev.get("Actor", {}).get("Attributes", {})
@@ -383,8 +404,11 @@ class Swarm(Orchestrator):
                                    state=known.get("state", "running" if action == "start" else ""),
                                    health=health or known.get("health"), message=f"event: {msg}"))
 
-    def _converged(self, spec: DeploySpec, svc: dict, tasks: list[dict], image: str) -> bool:
+    def _converged(self, spec: DeploySpec, svc: dict, tasks: list[dict], image: str,
+                   down_hosts: set[str] | frozenset[str] = frozenset()) -> bool:
         wanted = [t for t in tasks if t["desired"] == "running"]
+        if any(t["node"] in down_hosts for t in wanted):
+            return False
         if any(t["image"] != image for t in tasks if t["state"] in ("running", "starting") and t["desired"] == "running"):
             return False
         if any(t["state"] != "running" for t in wanted):
@@ -526,6 +550,83 @@ def _note_update(updates: list[UpdateState], ts: float, state: str, message: str
             u.message = u.message or message
             return
     updates.append(UpdateState(ts=ts, state=state, message=message))
+
+
+class _Faults:
+    """What went wrong around a rollout while it was watched: the manager stopped answering (and came
+    back), nodes went down (and came back), which slots lost their task and where it was rescheduled."""
+
+    def __init__(self, manager: str, nodes: dict[str, dict[str, Any]]) -> None:
+        self.manager = manager
+        self.state = {nid: n["state"] for nid, n in nodes.items()}
+        self.hostnames = {nid: n["hostname"] for nid, n in nodes.items()}
+        self.slot_node: dict[int, str] = {}  # slot → hostname of its last task desired running
+        self.incidents: list[dict[str, Any]] = []
+        self.lost_since: float | None = None
+        self.last_answer: float | None = None
+
+    def manager_lost(self, ts: float, exc: Exception) -> None:
+        if self.lost_since is None:
+            self.lost_since = ts
+            reason = _short(exc.message)
+            self.incidents.append({"ts": ts, "kind": "manager_lost", "node": self.manager, "reason": reason,
+                                   "detail": f"the swarm manager became unavailable ({reason})", "slots": []})
+
+    def manager_answers(self, ts: float) -> None:
+        if self.lost_since is not None:
+            self.incidents.append({"ts": ts, "kind": "manager_back", "node": self.manager,
+                                   "detail": f"the swarm manager answered again after {ts - self.lost_since:.1f} s",
+                                   "slots": []})
+            self.lost_since = None
+        self.last_answer = ts
+
+    def nodes(self, ts: float, nodes: dict[str, dict[str, Any]], raw_tasks: list[dict[str, Any]]) -> None:
+        for nid, n in nodes.items():
+            self.hostnames[nid] = n["hostname"]
+            old, new = self.state.get(nid), n["state"]
+            self.state[nid] = new
+            if old is None or old == new or (old != "ready" and new != "ready"):
+                continue
+            host = n["hostname"]
+            if new == "ready":
+                self.incidents.append({"ts": ts, "kind": "node_up", "node": host, "detail": f"{host} is ready again",
+                                       "slots": []})
+            else:
+                slots = sorted(s for s, h in self.slot_node.items() if h == host)
+                how = "went down" if new == "down" else f"is {new} to the manager"  # unknown: not heard from yet
+                self.incidents.append({"ts": ts, "kind": "node_down", "node": host, "state": new, "slots": slots,
+                                       "detail": f"{host} {how} with {len(slots)} task(s) of the service"})
+        for t in raw_tasks:  # after the node check: a slot keeps the node it had before its node was lost
+            if t.get("DesiredState") == "running" and t.get("Slot") is not None and t.get("NodeID") in self.hostnames:
+                self.slot_node[t["Slot"]] = self.hostnames[t["NodeID"]]
+
+    def down_hosts(self, nodes: dict[str, dict[str, Any]]) -> set[str]:
+        return {n["hostname"] for n in nodes.values() if not n["ready"]}
+
+    def report(self, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The incidents, each node_down one saying where its slots' tasks run now (``moved``)."""
+        where = {t["slot"]: t["node"] for t in live if t["state"] == "running"}
+        for inc in self.incidents:
+            if inc["kind"] == "node_down":
+                inc["moved"] = {str(s): where.get(s) for s in inc["slots"]}
+                moved = [f"slot {s} → {where[s]}" for s in inc["slots"] if where.get(s) and where[s] != inc["node"]]
+                if moved:  # a node merely unknown to a restarted manager may have lost its slots to the update
+                    word = "rescheduled" if inc["state"] == "down" else "now"
+                    inc["detail"] += f", {word}: {', '.join(moved)}"
+        return self.incidents
+
+
+def _short(text: str, width: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _manager_gone(exc: EngineError) -> bool:
+    """The manager stopped, restarts, or has not yet rejoined its raft (no leader): worth waiting for."""
+    if isinstance(exc, (EngineUnreachable, EngineTimeout)):
+        return True
+    text = exc.message.lower()
+    return getattr(exc, "status", None) == 503 or "leader" in text or "not a swarm manager" in text
 
 
 def _belongs(ev: dict[str, Any], sid: str) -> bool:

@@ -49,6 +49,8 @@ def _notebook(image: str) -> dict:
         f"r = %deploy {image} --name bweb --replicas 2 -p 8080 --init --probe --from picker --from orch "
         "--update parallelism=1,monitor=2s,order=start-first\n"
         "print('DEPLOYED', r.outcome, len(r.tasks), r.orchestrator, r.probe.summary())",
+        # progress "auto" (the server runs with NBOPS_PROGRESS=text): JupyterLab draws widgets, so widget
+        "import os\nos.environ.pop('NBOPS_PROGRESS', None)\nfrom nbops import progress\nprint('MODE', progress.mode())",
     ]
     return {"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None}
                       for c in cells],
@@ -133,6 +135,11 @@ def test_pickers_and_deploy_from_the_browser(jupyter, engine, lab):
             page.wait_for_selector(".jp-OutputArea-output:has-text('DEPLOYED')", timeout=150_000)
             out = cells.nth(2).locator(".jp-OutputArea-output").last.inner_text()
             assert "DEPLOYED healthy 2 swarm" in out, out
+            cells.nth(3).locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            page.wait_for_selector(".jp-OutputArea-output:has-text('MODE')", timeout=30_000)
+            mode = cells.nth(3).locator(".jp-OutputArea-output").last.inner_text()
+            assert mode.strip() == "MODE widget", mode
             SHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOT), full_page=True)
             browser.close()

@@ -41,3 +41,29 @@ def test_push_in_a_kernel_shows_one_widget_row_per_layer(engine, lab, tmp_path):
     assert any(v.startswith(f"push {ref}: ") and "layers pushed" in v for v in labels)  # the summary header
     assert sum(v.startswith("pushed ") for v in labels) >= 1
     assert sum(v.startswith(("pushed ", "mounted ", "already exists")) for v in labels) == n_layers
+
+
+def test_auto_progress_is_text_under_nbclient(engine, lab, tmp_path):
+    """``auto`` in a kernel driven by nbclient (papermill, ``nbops run``): text lines, no widget that would be
+    saved frozen. (JupyterLab gets widgets: tests/browser/test_deploy_browser.py prints the mode there.)"""
+    import nbformat
+    from nbclient import NotebookClient
+
+    tag = f"wauto-{uuid.uuid4().hex[:8]}:1"
+    dockerfile = f"FROM nbops/busybox:latest\nRUN head -c 800000 /dev/urandom > /big.bin && echo {tag} > /t\n"
+    engine.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, forcerm=True)
+    ref = f"{lab.state().registry}/nbtest/{tag}"
+    try:
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell("import os\nos.environ.pop('NBOPS_PROGRESS', None)\n%load_ext nbops\n"
+                                      "from nbops import progress\nprint('MODE', progress.mode())"),
+            nbformat.v4.new_code_cell(f"r = %push {tag} --to {ref}\nprint(r.verified)"),
+        ])
+        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        engine.client.images.remove(tag, force=True)
+    assert "".join(o.get("text", "") for o in nb.cells[0].outputs).strip() == "MODE text"
+    push_cell = nb.cells[1]
+    text = "".join(o.get("text", "") for o in push_cell.outputs if o.output_type == "stream")
+    assert text.strip().endswith("True") and " pushed " in text  # per-layer text lines
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in push_cell.outputs)

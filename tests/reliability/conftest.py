@@ -72,6 +72,10 @@ def table(totals: dict[str, dict[str, float]]) -> str:
     for area, what, a, b in TABLE_ROWS:
         t = totals.get(area, {})
         lines.append(f"{area:<11} {what:<48} {t.get(a, 0):>8.0f} {t.get(b, 0):>8.0f}")
+    faults = totals.get("faults", {})
+    if faults.get("during_deploy"):
+        lines.append(f"faults: {faults['during_deploy']:.0f} of them during a rolling update (a worker crashed, the "
+                     f"manager restarted or gone), each recorded as the manager reports it afterwards")
     load = totals.get("load", {})
     if load:
         lines.append(f"load: {load.get('ok', 0):.0f} ok, {load.get('failed_clearly', 0):.0f} failed clearly, "

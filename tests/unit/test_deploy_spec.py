@@ -119,3 +119,24 @@ def test_result_story_marks_and_update_merging():
     assert "rollback_started" in story[2]
     assert list(r.to_frame()["state"]) == ["failed"]
     assert "1 failed task(s)" in repr(r) and "unhealthy container" in r._repr_html_()
+
+
+def test_env_that_looks_like_a_secret_is_linted():
+    """`-e DB_PASSWORD=…` works, but swarm keeps the value in plain sight: one warning per such NAME,
+    with the swarm-secret hint, and never the value itself."""
+    from nbops.deploy import Orchestrator, lint_env
+
+    env = {"DB_PASSWORD": "hunter2-value", "API_TOKEN": "t0k-value", "app_secret": "s3c-value",
+           "AWS_ACCESS_KEY_ID": "ak-value", "MODE": "prod", "PORT": "8080", "PWD": "/srv"}
+    warnings = lint_env(env)
+    named = sorted(w.split()[1] for w in warnings)
+    assert named == ["API_TOKEN", "AWS_ACCESS_KEY_ID", "DB_PASSWORD", "app_secret"]
+    for w in warnings:
+        assert "raft store" in w and "docker service inspect" in w and "/run/secrets/" in w
+        assert not any(v in w for v in env.values() if v.endswith("-value"))
+    pw = next(w for w in warnings if w.startswith("env DB_PASSWORD"))
+    assert "--secret db_password=./db_password.txt" in pw
+    assert lint_env({}) == [] and lint_env(None) == []
+    # the lint runs before anything is applied: the base validate (every backend) returns it
+    spec = DeploySpec(image="x", name="web", env={"DB_PASSWORD": "hunter2-value"})
+    assert Orchestrator.validate(object.__new__(Orchestrator), spec) == lint_env(spec.env)
