@@ -258,7 +258,7 @@ def test_slow_registry_push_completes(plab, engine_at, proxy_to_registry, figure
     assert [(ok, digest) for ok, digest, _, _ in rows] == [(1, res.digest)], rows
     assert elapsed < 120, f"the slow push took {elapsed:.0f} s"  # correctness bound, not a target
     print(f"slow registry ({rate // 1000} kB/s, a {proxy.stalled_s:.1f} s pause): {res!r} in {elapsed:.1f} s")
-    figures.add("faults", injected=1, survived=1)
+    figures.add("faults", injected=1, survived=1, during_push=1)
 
 
 # -- 2. a registry that stalls for good: one clear error at the timeout ----------------------------------
@@ -293,7 +293,7 @@ def test_stalled_registry_push_stops_at_timeout(plab, engine_at, proxy_to_regist
     assert again.verified and again.digest == _registry_digest(st.registry, repo, tag)
     assert [r[0] for r in _push_rows(ref)] == [0, 1]
     print(f"stalled registry: PushError after {elapsed:.1f} s (timeout {timeout} s): {msg}")
-    figures.add("faults", injected=1, survived=1)
+    figures.add("faults", injected=1, survived=1, during_push=1)
 
 
 # -- 3. a push interrupted in an IPython shell -----------------------------------------------------------
@@ -371,7 +371,7 @@ def test_interrupted_push_is_cancelled(plab, node, engine_at, proxy_to_registry,
     assert [r[0] for r in _push_rows(ref)] == [0, 1]
     print(f"interrupted push: cell ended {interrupted_after:.1f} s after SIGINT, {sent / MB:.1f} MB of 16 sent, "
           f"then {again!r}")
-    figures.add("faults", injected=1, survived=1)
+    figures.add("faults", injected=1, survived=1, during_push=1)
 
 
 # -- 4. the engine hangs after a build started: the stall watchdog --------------------------------------
@@ -434,7 +434,7 @@ def test_engine_hung_mid_build(node, engine_at, builder, figures, helpers):
     assert gone, "the build's step still runs after the engine resumed"
     print(f"{builder}: engine stopped mid-build → EngineHung {waited:.1f} s later "
           f"(stall {stall} s + ping {timeout} s): {msg}")
-    figures.add("faults", injected=1, survived=1)
+    figures.add("faults", injected=1, survived=1, during_build=1)
 
 
 @pytest.mark.parametrize("builder", ["buildkit", "legacy", "magic"])
@@ -464,4 +464,4 @@ def test_silent_step_on_a_healthy_engine_completes(node, engine_at, builder, fig
     assert len(waits) >= 2, f"the watchdog never checked the engine during the silent step: {res.log}"
     print(f"{builder}: a 10 s silent step with stall_timeout {stall} s completed in {res.duration_s:.1f} s "
           f"after {len(waits)} pings")
-    figures.add("faults", injected=1, survived=1)
+    figures.add("faults", injected=1, survived=1, during_build=1)
