@@ -129,6 +129,15 @@ def export(image: str, path: str | os.PathLike[str], *, engine: Engine | None = 
     return result
 
 
+def _copy_hashed(src: Any, out: Any) -> str:
+    """Copy the file object ``src`` into ``out`` in CHUNK pieces; the sha256 hex digest of what was copied."""
+    h = hashlib.sha256()
+    while buf := src.read(CHUNK):
+        h.update(buf)
+        out.write(buf)
+    return h.hexdigest()
+
+
 def _copy_chunks(stream: Any, out: Any, digest: Any = None) -> None:
     """Copy the engine's stream to ``out`` (hashing into ``digest`` if given).
 
@@ -363,16 +372,10 @@ class Layout:
     def put_file(self, src: Any, digest: str) -> None:
         """Copy an open file whose sha256 is ``digest`` into the store, checking the digest as it goes."""
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.blobs)
-        h = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as fh:
-                while True:
-                    buf = src.read(CHUNK)
-                    if not buf:
-                        break
-                    h.update(buf)
-                    fh.write(buf)
-            if "sha256:" + h.hexdigest() != digest:
+                copied = _copy_hashed(src, fh)
+            if "sha256:" + copied != digest:
                 raise ArchiveError(f"blob {digest[:19]} changed while copying into {self.root}", path=str(self.root))
             os.replace(tmp, self.blob(digest))
         finally:
@@ -556,16 +559,9 @@ def _take_layer(tar: tarfile.TarFile, member: tarfile.TarInfo, layout: Layout, s
     """Hash a layer tar while spooling it locally; move it into the layout only if it is new there."""
     fh = tar.extractfile(member)
     assert fh is not None
-    h = hashlib.sha256()
     spool = spool_dir / "layer"
     with open(spool, "wb") as out:
-        while True:
-            buf = fh.read(CHUNK)
-            if not buf:
-                break
-            h.update(buf)
-            out.write(buf)
-    digest = "sha256:" + h.hexdigest()
+        digest = "sha256:" + _copy_hashed(fh, out)
     if any(b.digest == digest for b in blobs):
         return digest, member.size
     if layout.has(digest):

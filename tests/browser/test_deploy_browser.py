@@ -19,6 +19,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOT = Path(__file__).parents[2] / "docs" / "img" / "browser-deploy.png"
+PUSH_SHOT = SHOT.with_name("browser-push-progress.png")
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -51,6 +52,8 @@ def _notebook(image: str) -> dict:
         "print('DEPLOYED', r.outcome, len(r.tasks), r.orchestrator, r.probe.summary())",
         # progress "auto" (the server runs with NBOPS_PROGRESS=text): JupyterLab draws widgets, so widget
         "import os\nos.environ.pop('NBOPS_PROGRESS', None)\nfrom nbops import progress\nprint('MODE', progress.mode())",
+        # so a push shows its per-layer widget rows
+        f"p = %push {image} --to {image.split('/nbt/')[0]}/nbt/webcopy:b1\nprint('PUSHED', p.verified, len(p.layers))",
     ]
     return {"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None}
                       for c in cells],
@@ -140,6 +143,20 @@ def test_pickers_and_deploy_from_the_browser(jupyter, engine, lab):
             page.wait_for_selector(".jp-OutputArea-output:has-text('MODE')", timeout=30_000)
             mode = cells.nth(3).locator(".jp-OutputArea-output").last.inner_text()
             assert mode.strip() == "MODE widget", mode
+            cells.nth(4).locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            page.wait_for_selector(".jp-OutputArea-output:has-text('PUSHED')", timeout=60_000)
+            pushed = cells.nth(4).locator(".jp-OutputArea-output").last.inner_text()
+            assert pushed.startswith("PUSHED True"), pushed
+            n_layers = int(pushed.split()[-1])
+            # one progress bar per layer, each row's label in a final state, and the summary header
+            bars = cells.nth(4).locator(".widget-hprogress")
+            assert bars.count() == n_layers, bars.count()
+            labels = cells.nth(4).locator(".widget-label").all_inner_texts()
+            assert sum(t.startswith(("pushed ", "mounted ", "already exists")) for t in labels) == n_layers, labels
+            assert any("webcopy:b1" in t for t in labels), labels
+            cells.nth(4).scroll_into_view_if_needed()
+            page.screenshot(path=str(PUSH_SHOT), full_page=True)
             SHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOT), full_page=True)
             browser.close()
