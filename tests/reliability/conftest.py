@@ -76,6 +76,10 @@ def table(totals: dict[str, dict[str, float]]) -> str:
     if faults.get("during_deploy"):
         lines.append(f"faults: {faults['during_deploy']:.0f} of them during a rolling update (a worker crashed, the "
                      f"manager restarted or gone), each recorded as the manager reports it afterwards")
+    if faults.get("during_push") or faults.get("during_build"):
+        lines.append(f"faults: {faults.get('during_push', 0):.0f} during a push (registry slow, stalled for good, "
+                     f"push interrupted), {faults.get('during_build', 0):.0f} during a build (engine hung mid-build, "
+                     f"silent step on a healthy engine)")
     load = totals.get("load", {})
     if load:
         lines.append(f"load: {load.get('ok', 0):.0f} ok, {load.get('failed_clearly', 0):.0f} failed clearly, "
