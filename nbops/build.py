@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,8 +27,8 @@ from typing import Any
 
 from . import history as _history
 from ._display import card, frame_html, human_size, human_time
-from .engine import Engine
-from .errors import BuildError, ConfigError, DockerfileError, EngineError
+from .engine import Engine, close_response, stream_response
+from .errors import BuildError, ConfigError, DockerfileError, EngineError, EngineHung
 from .progress import Progress
 
 # instructions that produce a filesystem layer; the others only change the image config
@@ -121,6 +122,7 @@ def build(
     timeout: float = 1800,
     progress: str | None = None,
     squash: bool = False,
+    stall_timeout: float = 120,
     reuse: bool = True,
 ) -> BuildResult:
     """Build the Dockerfile text ``source`` and return its profile.
@@ -130,6 +132,9 @@ def build(
     the secret is mounted during ``RUN --mount=type=secret,id=…`` and never stored in the image).
     ``squash`` merges the layers the Dockerfile added into one (the base image's layers stay shared)
     and points ``tags`` at the squashed image (see :func:`squash`).
+    ``stall_timeout``: after that many seconds without build output the engine is pinged; if it
+    does not answer within its timeout the build is stopped with :class:`EngineHung` (a step that is
+    merely silent, on an engine that answers, runs on up to ``timeout``).
     ``reuse``: when an earlier build had exactly these inputs (Dockerfile, args, target, labels, base
     image ids, context content) and its image is still on the engine, tag that image and return its
     profile with every step cached, without starting the builder (see ``_input_key``).
@@ -188,7 +193,7 @@ def build(
         if use_buildkit:
             try:
                 image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                       pull, secrets, timeout, progress, redact)
+                                                       pull, secrets, timeout, progress, redact, stall_timeout)
             except BuildError as err:
                 # BuildKit in engine 20.10 ignores insecure registries given as CIDRs (the lab's): a base
                 # that is not local yet is pulled by the engine itself, then the build runs once more
@@ -196,13 +201,13 @@ def build(
                     raise
                 _pull_bases(engine, source, buildargs, target)
                 image_id, obs, log = _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                       pull, secrets, timeout, progress, redact)
+                                                       pull, secrets, timeout, progress, redact, stall_timeout)
             used = "buildkit"
         else:
             image_id, obs, log = _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
-                                                 pull, timeout, progress, redact)
+                                                 pull, timeout, progress, redact, stall_timeout)
             used = "legacy"
-    except BuildError as err:
+    except (BuildError, EngineHung) as err:
         _record_failure(history, name, tags, dockerfile_sha, "buildkit" if use_buildkit else "legacy", engine,
                         time.monotonic() - t0, err)
         raise
@@ -445,7 +450,7 @@ _EXIT_CODE = re.compile(r"exit code: (\d+)")
 
 
 def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets, timeout, progress,
-                    redact=lambda s: s):
+                    redact=lambda s: s, stall_timeout=120.0):
     cli = _cli(engine)
     iidfile = Path(tempfile.mkstemp(prefix="nbops-iid-")[1])
     args = ["build", "--progress=plain", "--iidfile", str(iidfile), "-f", "-"]
@@ -478,8 +483,11 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(source)
         proc.stdin.close()
-        with Progress("build", total=n_steps or None, unit="step", requested=progress) as bar:
+        # the CLI waits forever on an engine that hangs mid-build: the watchdog kills it
+        with Progress("build", total=n_steps or None, unit="step", requested=progress) as bar, \
+                _Watchdog(engine, stall_timeout, deadline, proc.kill, log) as watch:
             for line in proc.stdout:
+                watch.beat()
                 line = redact(line.rstrip("\n"))
                 log.append(line)
                 if time.monotonic() > deadline:
@@ -508,6 +516,7 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
                     v = vertices.get(int(m.group(1)))
                     if v is not None:
                         v["output"].append(m.group(2))
+        watch.check(timeout)
         rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     except KeyboardInterrupt:
         proc.kill()
@@ -603,7 +612,7 @@ _LEGACY_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
 def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, timeout, progress,
-                  redact=lambda s: s):
+                  redact=lambda s: s, stall_timeout=120.0):
     dockerfile = ".nbops.Dockerfile"
     (ctx / dockerfile).write_text(source)
     steps: list[BuildStep] = []
@@ -611,33 +620,46 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
     image_id = None
     error = None
     t_step = time.monotonic()
+    deadline = t_step + timeout
     try:
         stream = engine.call("start a build", engine.api.build, path=str(ctx), dockerfile=dockerfile,
                              tag=tags[0] if tags else None, buildargs=dict(buildargs or {}), target=target,
                              labels=dict(labels or {}), nocache=nocache, pull=pull, forcerm=True, rm=True,
                              decode=True, timeout=timeout)
-        with Progress("build", total=None, unit="step", requested=progress) as bar:
-            for chunk in _guarded(engine, stream):
-                if "stream" in chunk:
-                    for line in redact(chunk["stream"]).splitlines():
-                        log.append(line)
-                        if m := _LEGACY_STEP.match(line):
-                            now = time.monotonic()
-                            if steps:
-                                steps[-1].duration_s = now - t_step
-                            t_step = now
-                            bar.set_total(int(m.group(2)))
-                            steps.append(BuildStep(step=int(m.group(1)), stage=None, instruction=m.group(3), cached=False))
-                            bar.update(1, note=m.group(3))
-                        elif "Using cache" in line and steps:
-                            steps[-1].cached = True
-                        elif line.startswith(" ---> ") and steps and not line.startswith(" ---> Running"):
-                            steps[-1].layer_id = line[6:].strip()
-                elif "aux" in chunk and "ID" in chunk["aux"]:
-                    image_id = chunk["aux"]["ID"]
-                elif "error" in chunk or "errorDetail" in chunk:
-                    error = redact(chunk.get("error") or chunk["errorDetail"].get("message") or "")
-                    log.append(error)
+        response = stream_response(stream)
+        with Progress("build", total=None, unit="step", requested=progress) as bar, \
+                _Watchdog(engine, stall_timeout, deadline, lambda: close_response(response), log) as watch:
+            try:
+                for chunk in _guarded(engine, stream):
+                    watch.beat()
+                    if "stream" in chunk:
+                        for line in redact(chunk["stream"]).splitlines():
+                            log.append(line)
+                            if m := _LEGACY_STEP.match(line):
+                                now = time.monotonic()
+                                if steps:
+                                    steps[-1].duration_s = now - t_step
+                                t_step = now
+                                bar.set_total(int(m.group(2)))
+                                steps.append(BuildStep(step=int(m.group(1)), stage=None, instruction=m.group(3),
+                                                       cached=False))
+                                bar.update(1, note=m.group(3))
+                            elif "Using cache" in line and steps:
+                                steps[-1].cached = True
+                            elif line.startswith(" ---> ") and steps and not line.startswith(" ---> Running"):
+                                steps[-1].layer_id = line[6:].strip()
+                    elif "aux" in chunk and "ID" in chunk["aux"]:
+                        image_id = chunk["aux"]["ID"]
+                    elif "error" in chunk or "errorDetail" in chunk:
+                        error = redact(chunk.get("error") or chunk["errorDetail"].get("message") or "")
+                        log.append(error)
+            except KeyboardInterrupt:
+                close_response(response)  # dockerd cancels a build whose client hung up
+                raise
+            except EngineError:
+                watch.check(timeout)
+                raise
+            watch.check(timeout)
         if steps:
             steps[-1].duration_s = time.monotonic() - t_step
     finally:
@@ -660,6 +682,63 @@ def _build_legacy(engine, source, ctx, tags, buildargs, target, labels, nocache,
     obs = [{"k": s.step, "text": s.instruction.split(None, 1)[0].upper() if s.instruction else "",
             "duration": s.duration_s, "cached": s.cached, "image": s.layer_id} for s in steps]
     return image_id, obs, log
+
+
+class _Watchdog:
+    """Watches a build stream from a thread. After ``stall`` s without output it pings the engine:
+    no answer within the engine's timeout (or the build's deadline passed) calls ``abort`` (kill the
+    CLI, hang up on the stream) and remembers why; :meth:`check` then raises the clear error.
+    An engine that answers lets a silent step run on (a long ``RUN sleep`` is not a hang)."""
+
+    def __init__(self, engine: Engine, stall: float, deadline: float, abort: Any, log: list[str]) -> None:
+        self.engine, self.stall, self.deadline, self.abort, self.log = engine, stall, deadline, abort, log
+        self.reason: str | None = None
+        self.silent_s = 0.0
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nbops-build-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()  # a ping in flight ends on its own (bounded by the engine timeout)
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._done.wait(max(0.2, min(1.0, self.stall / 4))):
+            now = time.monotonic()
+            if now > self.deadline:
+                return self._trip("timeout")
+            silent = now - self._last
+            if silent < self.stall:
+                continue
+            try:
+                self.engine.call("answer a ping during a silent build step", self.engine.api.ping)
+            except EngineError:
+                self.silent_s = time.monotonic() - self._last
+                return self._trip("hung")
+            self.log.append(f"nbops: no build output for {silent:.0f} s; the engine answers a ping, still waiting")
+            self._last = time.monotonic()
+
+    def _trip(self, reason: str) -> None:
+        if not self._done.is_set():
+            self.reason = reason
+            self.abort()
+
+    def check(self, timeout: float) -> None:
+        if self.reason == "hung":
+            raise EngineHung(
+                f"the Docker engine at {self.engine.address} stopped answering in the middle of the build: no build "
+                f"output for {self.silent_s:.0f} s and no answer to a ping within {self.engine.timeout:.0f} s; "
+                "the build was stopped",
+                hint="check the daemon (nbops doctor; in the lab: nbops lab status), restart it if it is stuck, "
+                     "then build again", address=self.engine.address, build_log=self.log)
+        if self.reason == "timeout":
+            raise BuildError(f"the build ran past its timeout of {timeout:.0f} s", build_log=self.log)
 
 
 def _guarded(engine: Engine, stream: Iterable[dict]) -> Iterable[dict]:

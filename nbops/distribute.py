@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from . import history as _history
 from . import paths
 from ._display import card, frame_html, human_size, human_time
-from .engine import Engine
-from .errors import AuthError, ConfigError, NbopsError, PushError
+from .engine import Engine, close_response, stream_response
+from .errors import AuthError, ConfigError, EngineError, EngineTimeout, NbopsError, PushError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .naming import Policy
@@ -61,6 +61,11 @@ class PushResult:
         return sum(lp.bytes or 0 for lp in self.layers if lp.status != "pushed")
 
     @property
+    def throughput(self) -> float | None:
+        """Bytes sent per second over the whole push (None when nothing was sent)."""
+        return self.bytes_sent / self.duration_s if self.bytes_sent and self.duration_s > 0 else None
+
+    @property
     def pinned(self) -> str:
         """``repo@digest``: the immutable reference to deploy."""
         return f"{self.ref.rsplit(':', 1)[0] if _has_tag(self.ref) else self.ref}@{self.digest}"
@@ -68,7 +73,11 @@ class PushResult:
     def __repr__(self) -> str:
         sent = sum(1 for lp in self.layers if lp.status == "pushed")
         return (f"<PushResult {self.ref} {self.digest} {'verified' if self.verified else 'NOT VERIFIED'}; "
-                f"{sent}/{len(self.layers)} layers sent ({human_size(self.bytes_sent)}) in {human_time(self.duration_s)}>")
+                f"{sent}/{len(self.layers)} layers sent ({human_size(self.bytes_sent)}) in {human_time(self.duration_s)}"
+                f"{self._rate()}>")
+
+    def _rate(self) -> str:
+        return f", {human_size(int(self.throughput))}/s" if self.throughput else ""
 
     def to_frame(self):
         import pandas as pd
@@ -79,7 +88,7 @@ class PushResult:
     def _repr_html_(self) -> str:
         facts = {"ref": self.ref, "digest": self.digest[:19] + "…", "verified": "yes" if self.verified else "NO",
                  "sent": human_size(self.bytes_sent), "skipped": human_size(self.bytes_skipped),
-                 "time": human_time(self.duration_s)}
+                 "time": human_time(self.duration_s) + self._rate()}
         return card("push", facts, frame_html(self.to_frame()))
 
 
@@ -181,19 +190,27 @@ def push(
     if ref not in img.tags:
         engine.call(f"tag {image} as {ref}", img.tag, repo, tag)
     t0 = time.monotonic()
+    store = history or _history.default()
     with LayerProgress(f"push {ref}", requested=progress) as display:
         stream = engine.call(f"push {ref}", engine.api.push, repo, tag=tag, stream=True, decode=True,
                              auth_config=creds.auth_config() if creds else None)
+        response = stream_response(stream)
         try:
             layers, digest, error = follow_push(stream, display, tag=tag)
+        except KeyboardInterrupt:
+            # a kernel keeps the interrupted frame (and so this stream) alive: hang up, or the engine
+            # goes on pushing behind the user's back
+            close_response(response)
+            _record_push_failure(store, image, ref, t0, "interrupted (KeyboardInterrupt); the push was cancelled")
+            raise
         except Exception as exc:
-            from .engine import translate
-
-            raise translate(exc, engine.address, f"push {ref}") from exc
+            close_response(response)
+            err = _push_stream_error(exc, engine, ref)
+            _record_push_failure(store, image, ref, t0, err.message)
+            raise err from exc
         failed = bool(error or not digest)
         display.close(failed=failed, summary=None if failed else _summary(layers, "pushed"))
     duration = time.monotonic() - t0
-    store = history or _history.default()
     if error and creds:
         error = error.replace(creds.password.reveal(), "******") if creds.password.reveal() else error
     if error or not digest:
@@ -226,6 +243,34 @@ def push(
                          for lp in result.layers]},
     )
     return result
+
+
+def _push_stream_error(exc: BaseException, engine: Engine, ref: str) -> NbopsError:
+    """What a broken push stream means. The engine reports progress only while bytes reach the
+    registry, so a read timeout with an engine that still answers a ping is a stalled registry."""
+    from .engine import translate
+
+    err = translate(exc, engine.address, f"push {ref}")
+    if not isinstance(err, EngineTimeout):
+        return err
+    try:
+        engine.call("ping the engine after the push stalled", engine.api.ping)
+    except EngineError:
+        return err  # the engine itself is hung
+    registry = _registry_of(ref) or "the registry"
+    return PushError(f"the push of {ref} made no progress for {engine.timeout:.0f} s: the registry {registry} "
+                     "is stalled or too slow (the engine answers); the push was cancelled, nothing was tagged there",
+                     hint=f"check the registry (curl http://{registry}/v2/, nbops lab status) and the network to it, "
+                          "then push again; on a slow link raise the timeout (%config NbopsMagics.timeout)",
+                     ref=ref, registry=registry)
+
+
+def _record_push_failure(store: _history.History, image: str, ref: str, t0: float, error: str) -> None:
+    try:
+        store.record("pushes", {"ts": time.time(), "run_id": _history.current_run_id(), "image": image, "ref": ref,
+                                "duration_s": time.monotonic() - t0, "ok": False, "error": error})
+    except Exception:  # recording must never hide the push error
+        pass
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 from functools import cached_property
@@ -138,6 +139,32 @@ def find_cli() -> tuple[str | None, bool]:
         if probe.returncode == 0:
             return path, True
     return fallback, False
+
+
+def stream_response(stream: Any) -> Any:
+    """The HTTP response behind a docker-py stream (``api.push/build(..., stream=True)``), taken
+    before the stream is read, so that :func:`close_response` can end it later; None if not found."""
+    frame = getattr(stream, "gi_frame", None)  # docker-py's _stream_helper(self, response, decode)
+    return frame.f_locals.get("response") if frame is not None else None
+
+
+def close_response(response: Any) -> None:
+    """Hang up on a streaming request: dockerd cancels a push or a build whose client went away.
+
+    The socket is shut down first: that wakes a thread blocked reading it, which ``close`` alone
+    does not do on Linux. Best effort, never raises.
+    """
+    if response is None:
+        return
+    try:
+        sock = response.raw._fp.fp.raw._sock  # urllib3 -> http.client -> SocketIO -> socket
+        sock.shutdown(socket.SHUT_RDWR)
+    except (AttributeError, OSError):
+        pass
+    try:
+        response.close()
+    except Exception:  # hanging up must not hide what made us hang up
+        pass
 
 
 def translate(exc: BaseException, address: str, what: str) -> NbopsError:

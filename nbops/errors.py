@@ -48,6 +48,10 @@ class EngineTimeout(EngineError):
     """The engine did not answer within the configured timeout (hung or overloaded)."""
 
 
+class EngineHung(EngineTimeout):
+    """The engine stopped answering in the middle of an operation (a build went silent and a ping timed out)."""
+
+
 class NotFound(EngineError):
     """An image, container, service or node does not exist."""
 

@@ -67,6 +67,9 @@ class NbopsMagics(Magics):
     registry = Unicode(None, allow_none=True, config=True, help="Registry for %push; default: the lab registry.")
     timeout = Float(30.0, config=True, help="Seconds any single engine call may take.")
     deploy_timeout = Float(120.0, config=True, help="Seconds a rollout may take to become healthy.")
+    stall_timeout = Float(120.0, config=True,
+                          help="Seconds without build output after which %build pings the engine; "
+                               "no answer stops the build (engine hung mid-build).")
     builder = Enum(["auto", "buildkit", "legacy"], "auto", config=True, help="Builder for %build.")
     progress = Enum(["auto", "widget", "text", "none"], "auto", config=True, help="Progress display.")
     name_template = Unicode(None, allow_none=True, config=True,
@@ -162,7 +165,8 @@ class NbopsMagics(Magics):
         return core.build(source, args.tag, engine=self.engine(), name=args.name, context=context, files=files,
                           buildargs=buildargs, labels=labels, target=args.target, nocache=args.no_cache,
                           pull=args.pull, secrets=secrets, builder=args.builder or self.builder,
-                          progress=self._progress(), squash=args.squash, reuse=not args.no_reuse)
+                          progress=self._progress(), squash=args.squash, reuse=not args.no_reuse,
+                          stall_timeout=self.stall_timeout)
 
     # -- %push / %pull ------------------------------------------------------------------------
     @line_magic

@@ -448,6 +448,19 @@ class Orchestrator:
         return result
 
 
+_STATE_NOTE = {"preparing": " (pulling the image, creating the container)", "pending": " (not scheduled yet)"}
+
+
+def _where_tasks_stand(rollout: Rollout) -> str:
+    """``2/5 tasks running, 3 preparing (…)``: what a rollout that timed out was still waiting for."""
+    counts: dict[str, int] = {}
+    for t in rollout.tasks:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    running = counts.pop("running", 0)
+    rest = ", ".join(f"{n} {state}{_STATE_NOTE.get(state, '')}" for state, n in sorted(counts.items()))
+    return f"{running}/{len(rollout.tasks)} tasks running" + (f", {rest}" if rest else "")
+
+
 _SECRET_ENV = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|KEY|CREDENTIAL", re.IGNORECASE)
 
 
@@ -481,6 +494,10 @@ def _last_error(rollout: Rollout) -> str | None:
         why = lost[0].get("reason", "") if lost else ""
         return (f"the swarm manager {lost[0]['node'] if lost else ''} became unavailable at {since} UTC ({why}) and "
                 f"did not come back before the timeout; the update may still run there ({seen})")
+    if rollout.outcome == "timeout" and rollout.tasks:
+        failed = rollout.failed_tasks[-1] if rollout.failed_tasks else None
+        last = f"; last failure: task {failed['task'][:12]} {failed['state']}: {failed['error']}" if failed else ""
+        return _where_tasks_stand(rollout) + last
     if rollout.failed_tasks:
         f = rollout.failed_tasks[-1]
         return f"task {f['task'][:12]} {f['state']}: {f['error']}"

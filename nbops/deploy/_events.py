@@ -29,6 +29,7 @@ class EventStream:
         self._items: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._arrived = threading.Event()
         self._stream: Any = None
         self._thread = threading.Thread(target=self._run, name="nbops-events", daemon=True)
 
@@ -49,6 +50,7 @@ class EventStream:
                     if self.keep(ev):
                         with self._lock:
                             self._items.append(ev)
+                        self._arrived.set()
                 # the engine ends the stream at `until`, or earlier when it stops (a restarted
                 # manager): then the loop reconnects from the last event seen
                 time.sleep(0.2)
@@ -57,6 +59,12 @@ class EventStream:
                     return
                 self.error = f"{type(exc).__name__}: {exc}"
                 time.sleep(0.2)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s, less when an event arrives; True when one did."""
+        arrived = self._arrived.wait(timeout)
+        self._arrived.clear()
+        return arrived
 
     def drain(self) -> list[dict[str, Any]]:
         with self._lock:

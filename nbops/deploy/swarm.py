@@ -18,7 +18,13 @@ from ..health import Healthcheck, lint_update
 from . import DeploySpec, Orchestrator, Rollout, RolloutEvent, UpdateState, register
 from ._events import EventStream, event_ts, health_of
 
-POLL = 0.25
+# The watch polls the service, its tasks and the nodes (swarm sends no task events): every POLL s
+# while something changes, backing off to POLL_MAX while nothing does; an engine event (a container
+# started, died, turned healthy; the service's update state) wakes it at once. Ten rollouts watched
+# at a flat 0.25 s make 80-120 API calls a second (measured with service + tasks polled, 10x5
+# services on the lab: watcher 2.5-4.5 s CPU, dockerd 3.8-6.1 s; with the back-off 1.7-2.0 s and
+# 3.5-3.8 s; the docker CLI alone, dockerd 2.7-3.4 s). A lost manager is retried every POLL s.
+POLL, POLL_MAX = 0.25, 2.0
 TERMINAL_UPDATE = {"completed", "paused", "rollback_completed", "rollback_paused"}
 FAILED_STATES = {"failed", "rejected"}
 
@@ -60,6 +66,10 @@ class Swarm(Orchestrator):
         if not eligible:
             raise ConfigError(f"no ready, active node satisfies {spec.constraints}",
                               hint="check node labels and availability (nbops.widgets.NodePicker shows them)")
+        self._eligible = [n["id"] for n in eligible]
+        if spec.image and self._local_only(spec.image) and not self._only_here():
+            warnings.append(f"{spec.image} is in no registry: the other nodes cannot pull it (they try Docker Hub); "
+                            "push it first (%push) so every node gets it")
         fixed = [p for p in spec.publish if p.published is not None]
         if fixed:
             per_node = 1
@@ -92,11 +102,13 @@ class Swarm(Orchestrator):
         existing = self._find(spec.name)
         if spec.action == "rollback":
             return self._rollback(spec, existing)
-        image = self.resolve_image(spec.image or "")
+        image = self.resolve_image(spec.image or "", pin_local=self._only_here())
         task_template = self.task_template(spec, image)
         mode = ({"Replicated": {"Replicas": spec.replicas}} if spec.mode == "replicated" else {"Global": {}})
         endpoint = self.endpoint_spec(spec)
         labels = {"org.nbops.deploy": "1", **spec.labels}
+        if image != spec.image:
+            labels["org.nbops.image"] = spec.image or ""  # the name asked for, beside the pinned reference
         common = dict(task_template=task_template, name=spec.name, labels=labels, mode=mode,
                       update_config=spec.update.to_api(), rollback_config=spec.rollback.to_api(),
                       endpoint_spec=endpoint)
@@ -222,8 +234,15 @@ class Swarm(Orchestrator):
                                attachable=True, scope="swarm", labels={"org.nbops.deploy": "1"})
         return net.id
 
-    def resolve_image(self, image: str) -> str:
-        """Prefer a registry digest of the image (every node can pull it, and it cannot move)."""
+    def resolve_image(self, image: str, *, pin_local: bool = False) -> str:
+        """Prefer a registry digest of the image (every node can pull it, and it cannot move).
+
+        An image in no registry is referred to by its id when ``pin_local`` (every node that may run
+        the task is this engine): swarm pulls every tag before it starts a task, even one present
+        locally, and for a local-only tag that pull goes to Docker Hub. Without access to it (an
+        offline machine, the lab) each pull waits out DNS and connect timeouts — measured here: 17 of
+        50 tasks running after 180 s. An id is never pulled.
+        """
         from ..distribute import _registry_of, lab_registry
 
         if "@" in image:
@@ -241,7 +260,26 @@ class Swarm(Orchestrator):
         for d in digests:
             if preferred and d.startswith(preferred + "/"):
                 return d
-        return digests[0] if digests else image
+        if digests:
+            return digests[0]
+        return img.id if pin_local else image
+
+    def _local_only(self, image: str) -> bool:
+        """Is ``image`` on this engine but in no registry (no repo digest)?"""
+        if "@" in image or image.startswith("sha256:"):
+            return False
+        try:
+            return not self.engine.client.images.get(image).attrs.get("RepoDigests")
+        except Exception:
+            return False
+
+    def _only_here(self) -> bool:
+        """Can tasks land only on this engine's node (one eligible node, and it is this one)?"""
+        here = (self.engine.info.get("Swarm") or {}).get("NodeID")
+        eligible = getattr(self, "_eligible", None)
+        if eligible is None:
+            eligible = [n["id"] for n in self._nodes().values() if n["ready"] and n["availability"] == "active"]
+        return bool(here) and eligible == [here]
 
     def _find(self, name: str):
         try:
@@ -282,8 +320,10 @@ class Swarm(Orchestrator):
         svc: dict[str, Any] = {}
         faults = _Faults(_local_hostname(self.engine) or self.engine.address, nodes)
         t_apply = time.monotonic()
+        interval = POLL
         while True:
             now = time.time()
+            n_before = len(events) + len(updates) + len(faults.incidents)
             try:
                 # the manager may restart or vanish mid-rollout: note it and keep watching until the deadline
                 svc = self.engine.call(f"inspect service {spec.name}", api.inspect_service, sid)
@@ -364,7 +404,9 @@ class Swarm(Orchestrator):
                 break
             if time.monotonic() > deadline:
                 break
-            time.sleep(POLL)
+            changed = len(events) + len(updates) + len(faults.incidents) > n_before
+            interval = POLL if changed else min(interval * 1.5, POLL_MAX)
+            stream.wait(max(0.0, min(interval, deadline - time.monotonic())))
         for ev in stream.drain():
             self._event_row(ev, spec, events, updates, task_state, health_seen, nodes)
         previous = ((svc.get("PreviousSpec") or {}).get("TaskTemplate") or {}).get("ContainerSpec", {}).get("Image")

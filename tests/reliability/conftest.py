@@ -76,6 +76,10 @@ def table(totals: dict[str, dict[str, float]]) -> str:
     if faults.get("during_deploy"):
         lines.append(f"faults: {faults['during_deploy']:.0f} of them during a rolling update (a worker crashed, the "
                      f"manager restarted or gone), each recorded as the manager reports it afterwards")
+    if faults.get("during_push") or faults.get("during_build"):
+        lines.append(f"faults: {faults.get('during_push', 0):.0f} during a push (registry slow, stalled for good, "
+                     f"push interrupted), {faults.get('during_build', 0):.0f} during a build (engine hung mid-build, "
+                     f"silent step on a healthy engine)")
     load = totals.get("load", {})
     if load:
         lines.append(f"load: {load.get('ok', 0):.0f} ok, {load.get('failed_clearly', 0):.0f} failed clearly, "
@@ -83,11 +87,25 @@ def table(totals: dict[str, dict[str, float]]) -> str:
                      f"builds {load.get('builds_per_min', 0):.1f}/min (×{load.get('max_speedup', 0):.2f} vs the same builds one "
                      f"after the other), containers {load.get('max_containers', 0):.0f} running, "
                      f"{load.get('containers_per_min', 0):.1f}/min")
+        if load.get("max_all_running_s"):
+            cli = load.get("max_cli_all_running_s")
+            lines.append(f"load: all containers running {load['max_all_running_s']:.1f} s after the deploys began"
+                         + (f" (docker CLI, same services: {cli:.1f} s, nbops/CLI ×{load['max_all_running_s'] / cli:.2f})"
+                            if cli else "") + f"; load average up to {load.get('max_load', 0):.1f}")
     return "\n".join(lines)
 
 
+_FINAL: dict[str, dict[str, float]] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    # read the figures before tests/conftest.py removes $NBOPS_HOME (the default report lives there)
+    _FINAL.update(summarize())
+
+
 def pytest_terminal_summary(terminalreporter):
-    totals = summarize()
+    totals = _FINAL or summarize()
     if totals:
         terminalreporter.write_sep("=", "nbops reliability")
         terminalreporter.write_line(table(totals))

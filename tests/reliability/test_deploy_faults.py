@@ -170,9 +170,14 @@ def test_worker_crashed_mid_rollout(dlab, images, helpers, history, figures):
             moved = down[0]["moved"]
             assert moved and all(node in ("node1", "node2") for node in moved.values()), down[0]
             assert "rescheduled" in said
-        else:  # paused by the failure: said so in the one line, and the row says so too
+        else:  # paused by the failure, or still updating at the deadline: said so, and the row says so too
             assert row["outcome"] == result.outcome and row["error"], row
-            assert view["update_state"] == result.outcome, view
+            if result.outcome == "timeout":
+                # swarm's updater can wait on the lost node's task past the deadline (seen once under load);
+                # the record says what the manager says (checked above), the line says it timed out
+                assert "timed out" in said and view["update_state"] == "updating", (said, view)
+            else:
+                assert view["update_state"] == result.outcome, view
         figures.add("faults", survived=1)
     finally:
         swarm.remove(name, engine=eng)
