@@ -933,7 +933,7 @@ def _local_get(engine: Engine, path: str) -> http.client.HTTPResponse | None:
     try:
         sock.connect(address[len("unix://"):])
         conn = _HTTP10(sock)
-        conn.request("GET", f"/v{engine.api_version}{quote(path, safe='/:?=&')}")
+        conn.request("GET", f"/v{engine.api_version}{quote(path, safe='/:')}")  # as docker-py quotes
         resp = conn.getresponse()
     except (OSError, http.client.HTTPException):
         sock.close()
