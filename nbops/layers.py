@@ -18,10 +18,12 @@ by chain id too, so such a version is also *stacked* from its new layer only.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
 import posixpath
+import socket
 import stat
 import time
 import zlib
@@ -772,8 +774,10 @@ _RECENT: OrderedDict[str, Stacker] = OrderedDict()
 RECENT_STATES = 4
 
 
-def _remember(chain_id: str, stacker: Stacker) -> None:
-    _RECENT[chain_id] = stacker.clone()
+def _remember(chain_id: str, stacker: Stacker, *, copy: bool = True) -> None:
+    """Keep the state of ``chain_id`` in this process (a copy, unless the caller hands it over:
+    ``copy=False`` for a stacker nothing stacks on any more)."""
+    _RECENT[chain_id] = stacker.clone() if copy else stacker
     _RECENT.move_to_end(chain_id)
     while len(_RECENT) > RECENT_STATES:
         _RECENT.popitem(last=False)
@@ -868,6 +872,22 @@ class _IterReader(io.RawIOBase):
         return n
 
 
+class _Counting(io.RawIOBase):
+    """A raw file over an engine response, counting the bytes read."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._f.readinto(b)
+        self.bytes_read += n
+        return n
+
+
 class _Peekable:
     """A member's data as a file for :func:`scan_tar` (no extra buffering: reads go straight through)."""
 
@@ -884,7 +904,56 @@ class _Peekable:
         return self.data.readinto(b)
 
 
+class _HTTP10(http.client.HTTPConnection):
+    """HTTP/1.0 over an already connected socket: the engine then sends a body as is, to the end of
+    the connection, where HTTP/1.1 would cut it into chunks (about 32 kB each from dockerd) that
+    Python de-chunks one by one (urllib3/http.client: a third of the save path's CPU)."""
+
+    _http_vsn, _http_vsn_str = 10, "HTTP/1.0"
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__("localhost")
+        self.sock = sock
+
+    def connect(self) -> None:  # pragma: no cover - connected in __init__
+        raise OSError("already connected")
+
+
+def _local_get(engine: Engine, path: str) -> http.client.HTTPResponse | None:
+    """``GET /v<api>/path`` straight on a local engine's unix socket (HTTP/1.0, bounded by the
+    engine's timeout), or None when the engine is not local or did not answer 200: the caller
+    then goes through docker-py, which reports the failure as the usual nbops error."""
+    address = engine.address
+    if not address.startswith("unix://"):
+        return None
+    from urllib.parse import quote
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(engine.timeout)
+    try:
+        sock.connect(address[len("unix://"):])
+        conn = _HTTP10(sock)
+        conn.request("GET", f"/v{engine.api_version}{quote(path, safe='/:')}")  # as docker-py quotes
+        resp = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        sock.close()
+        return None
+    if resp.status != 200:
+        resp.close()
+        sock.close()
+        return None
+    sock.close()  # the response's file keeps the connection open until it is closed
+    return resp
+
+
 def _inspect(engine: Engine, image: str) -> dict[str, Any]:
+    resp = _local_get(engine, f"/images/{image}/json")
+    if resp is not None:
+        try:
+            with resp:
+                return json.loads(resp.read())
+        except (OSError, http.client.HTTPException, ValueError):
+            pass  # ask again through docker-py, which reports a failure properly
     return engine.call(f"inspect image {image}", engine.api.inspect_image, image)
 
 
@@ -933,8 +1002,11 @@ def _recorded_config(store: History, image_id: str, n_layers: int) -> dict[str, 
 
 def _scan_save(engine: Engine, ref: str) -> tuple[dict[str, Listing], dict[str, Any], int]:
     """Stream ``docker save ref`` once; list every layer tar in it. Returns (listings, config, bytes)."""
-    chunks = engine.call(f"save {ref}", engine.api.get_image, ref, chunk_size=1 << 20)
-    raw = _IterReader(chunks)
+    local = _local_get(engine, f"/images/{ref}/get")
+    if local is not None:  # unchunked, read straight from the socket
+        raw: _IterReader | _Counting = _Counting(local)
+    else:
+        raw = _IterReader(engine.call(f"save {ref}", engine.api.get_image, ref, chunk_size=1 << 20))
     by_name: dict[str, Listing] = {}
     jsons: dict[str, bytes] = {}
     try:
@@ -946,6 +1018,13 @@ def _scan_save(engine: Engine, ref: str) -> tuple[dict[str, Listing], dict[str, 
     except LayerError as exc:
         raise LayerError(f"the save stream of {ref} is not a readable tar: {exc}",
                          hint="is the engine's image store intact? try source='registry'") from exc
+    except OSError as exc:  # the socket: a timeout or a reset half-way
+        from .engine import translate
+
+        raise translate(exc, engine.address, f"save {ref}") from exc
+    finally:
+        if local is not None:
+            local.close()
     try:
         manifest = json.loads(jsons["manifest.json"])[0]
         config = json.loads(jsons[manifest["Config"]])
@@ -1090,7 +1169,7 @@ class _Plan:
         if lc is not None and n - self.done > 1:  # stacking one layer on a snapshot is cheaper than storing
             lc.put_snapshot(self.chain[-1], st)
         elif lc is not None and n and self.done < n:
-            _remember(self.chain[-1], st)
+            _remember(self.chain[-1], st, copy=False)  # st is final: the report copies what it keeps
         rep = build_report(image, image_id, source, self.diff_ids, st, config)
         rep.cache_hits = n - len(self.missing)
         rep.cache_misses = len(self.missing)
@@ -1181,11 +1260,13 @@ def _record(store: History, rep: LayerReport, record: bool) -> None:
            "wasted_bytes": rep.wasted_bytes, "wasted_percent": rep.wasted_percent,
            "hidden_bytes": rep.hidden_bytes, "cache_hits": rep.cache_hits, "cache_misses": rep.cache_misses,
            "duration_s": rep.seconds}
-    rows = [{"idx": x.index, "diff_id": x.diff_id, "instruction": x.instruction, "created_by": x.created_by,
-             "size": x.size,
-             "files": x.files, "bytes_added": x.bytes_added, "bytes_hidden_later": x.bytes_hidden_later,
-             "bytes_removed": x.bytes_removed} for x in rep.layers]
-    store.record("layer_analyses", row, children={"analysis_layers": rows}, parent_key="analysis_id")
+    with store.transaction() as conn:  # the analysis and its layers together, the layers in one statement
+        aid = store._insert(conn, "layer_analyses", row)
+        conn.executemany(
+            "INSERT INTO analysis_layers (analysis_id, idx, diff_id, instruction, created_by, size, files,"
+            " bytes_added, bytes_hidden_later, bytes_removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(aid, x.index, x.diff_id, x.instruction, x.created_by, x.size, x.files, x.bytes_added,
+              x.bytes_hidden_later, x.bytes_removed) for x in rep.layers])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1326,6 +1407,17 @@ _TREND_COLUMNS = ["build_id", "ts", "time", "version", "image_id", "layer", "dif
                   "total_size"]
 
 
+def _version_labels(tags: Sequence[Any], image_ids: Sequence[str]) -> list[str]:
+    """:func:`_version_label` of each build; a plain first tag (the usual case) needs no call."""
+    out = []
+    for t, i in zip(tags, image_ids, strict=True):
+        if t.__class__ is str and t and t[0] != "[":
+            out.append(t.split(",", 1)[0].strip())
+        else:
+            out.append(_version_label(t, i))
+    return out
+
+
 def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
     import pandas as pd
 
@@ -1347,7 +1439,7 @@ def _trend_frame(store: History, name: str, limit: int | None) -> pd.DataFrame:
         return pd.DataFrame(columns=_TREND_COLUMNS)
     build_id, ts, tags, image_id, build_size, aid = (list(c) for c in zip(*rows, strict=True))
     builds = pd.DataFrame({"build_id": build_id, "ts": ts,
-                           "version": [_version_label(t, i) for t, i in zip(tags, image_id, strict=True)],
+                           "version": _version_labels(tags, image_id),
                            "image_id": image_id, "build_size": build_size, "aid": aid})
     # 2. the layers of those analyses, in one query (the ids passed as one JSON array)
     ids = sorted({a for a in aid if a >= 0})
@@ -1398,11 +1490,15 @@ def _trend_layers(store: History, ids: Sequence[int]) -> pd.DataFrame:
             except ValueError:
                 cols = []
             if cols and all(len(c) == n for c in cols):
-                order = np.lexsort((cols[1], cols[0]))  # by analysis, layer (unique: the primary key)
-                return pd.DataFrame({"aid": cols[0][order], "layer": cols[1][order],
-                                     "diff_id": np.asarray(texts[0], dtype=object)[order],
-                                     "instruction": np.asarray(texts[1], dtype=object)[order],
-                                     "size": cols[2][order]})
+                a, x = cols[0], cols[1]
+                texts_np = [np.asarray(t, dtype=object) for t in texts]
+                # by analysis, layer (unique: the primary key); the index usually gives that order already
+                if not ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (x[1:] > x[:-1]))).all():
+                    order = np.lexsort((x, a))
+                    cols = [c[order] for c in cols]
+                    texts_np = [t[order] for t in texts_np]
+                return pd.DataFrame({"aid": cols[0], "layer": cols[1], "diff_id": texts_np[0],
+                                     "instruction": texts_np[1], "size": cols[2]})
     rows = store.execute(f"SELECT analysis_id, idx, diff_id, instruction, size {pick} ORDER BY analysis_id, idx",
                          param)
     lcols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _LAYER_COLUMNS]

@@ -123,6 +123,30 @@ def test_same_report_from_layer_dirs_save_stream_and_registry(engine, lab, image
         assert by_dirs.image_id == by_reg.image_id  # the config digest is the image id
 
 
+def test_socket_transport_equals_docker_py(engine, images, store, monkeypatch):
+    """The save stream and the image inspect are read straight from the engine's unix socket
+    (HTTP/1.0, unchunked); docker-py is the fallback. Both give the same bytes and the same report,
+    and an unknown image is still one NotFound."""
+    ref = images["tricky"]
+    assert engine.address.startswith("unix://")
+    ping = layers._local_get(engine, "/_ping")
+    assert ping is not None and ping.read() == b"OK"
+    ping.close()
+    assert layers._inspect(engine, ref) == engine.api.inspect_image(ref)
+    image_id = engine.api.inspect_image(ref)["Id"]
+    by_socket = layers._scan_save(engine, image_id)
+    by_socket_rep = layers.analyze(ref, source="save", engine=engine, history=store, cache=False)
+    monkeypatch.setattr(layers, "_local_get", lambda *a, **k: None)
+    by_sdk = layers._scan_save(engine, image_id)
+    by_sdk_rep = layers.analyze(ref, source="save", engine=engine, history=store, cache=False)
+    assert by_socket[1] == by_sdk[1] and by_socket[2] == by_sdk[2] > 0  # config, bytes streamed
+    assert {d: x.entries for d, x in by_socket[0].items()} == {d: x.entries for d, x in by_sdk[0].items()}
+    assert by_socket_rep.fingerprint() == by_sdk_rep.fingerprint()
+    monkeypatch.undo()
+    with pytest.raises(NotFound):
+        layers.analyze(f"t-layers/none:{uuid.uuid4().hex[:6]}", source="save", engine=engine, history=store)
+
+
 def test_cache_is_hit_on_shared_layers(engine, lab, images, store):
     first = layers.analyze(images["known"], source="dirs", engine=engine, history=store)
     n = len(first.layers)
