@@ -196,8 +196,12 @@ class Lab:
         _sh(["ip", "link", "add", node.veth, "type", "veth", "peer", "name", "eth0", "netns", node.netns])
         _sh(["ip", "link", "set", node.veth, "master", state.bridge, "up"])
         prefix = ipaddress.ip_network(state.subnet).prefixlen
-        script = (f"ip addr add {node.ip}/{prefix} dev eth0 && ip link set eth0 up && ip link set lo up"
-                  f" && ip route add default via {state.gateway}")
+        # no default route: a node reaches the lab subnet (the other nodes, the registry on the gateway)
+        # and nothing else. Anything that would leave the lab — a pull from Docker Hub, a container's
+        # upstream DNS — fails at once with "network is unreachable" instead of sending packets to
+        # the host's resolver (which, with forwarding on, could leave the machine) and waiting out
+        # timeouts (10 s per lookup, measured: tests/reliability/test_load.py's old 17/50).
+        script = f"ip addr add {node.ip}/{prefix} dev eth0 && ip link set eth0 up && ip link set lo up"
         _sh(["ip", "netns", "exec", node.netns, "sh", "-c", script])
 
     def _in_node(self, node: NodeState, command: str) -> list[str]:

@@ -110,6 +110,24 @@ def test_three_node_lab_comes_up(lab3):
     assert all(f"node{i}" in repr(status) for i in (1, 2, 3))
 
 
+def test_nothing_leaves_the_lab(lab3):
+    """A node routes only the lab subnet: a pull from Docker Hub fails at once as unreachable (no DNS
+    query to the host's resolver, no timeout), while the lab registry stays reachable."""
+    import docker
+
+    node = lab3.state().nodes[1]
+    routes = subprocess.run(["ip", "-n", node.netns, "route"], capture_output=True, text=True, check=True).stdout
+    assert "default" not in routes and lab3.state().subnet.split("/")[0].rsplit(".", 1)[0] in routes, routes
+    client = docker.DockerClient(base_url=node.socket, version="1.41", timeout=60)
+    try:
+        with pytest.raises(docker.errors.APIError) as err:
+            client.images.pull("docker.io/library/nbops-never-there", tag="1")
+        assert "network is unreachable" in str(err.value), str(err.value)
+        assert client.images.pull(f"{lab3.state().registry}/nbops/busybox", tag="latest").id
+    finally:
+        client.close()
+
+
 def test_up_twice_is_harmless(lab3):
     before = lab3.state()
     status = lab3.up(nodes=3)
@@ -306,3 +324,4 @@ def test_down_leaves_nothing_behind(lab3):
 def _pgrep(pattern: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return [int(p) for p in out.split() if int(p) != os.getpid()]
+
