@@ -138,6 +138,8 @@ def test_pickers_and_deploy_from_the_browser(jupyter, engine, lab):
             page.wait_for_selector(".jp-OutputArea-output:has-text('DEPLOYED')", timeout=150_000)
             out = cells.nth(2).locator(".jp-OutputArea-output").last.inner_text()
             assert "DEPLOYED healthy 2 swarm" in out, out
+            SHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOT), full_page=True)
             cells.nth(3).locator(".jp-InputArea-editor").click()
             page.keyboard.press("Shift+Enter")
             page.wait_for_selector(".jp-OutputArea-output:has-text('MODE')", timeout=30_000)
@@ -157,8 +159,6 @@ def test_pickers_and_deploy_from_the_browser(jupyter, engine, lab):
             assert any("webcopy:b1" in t for t in labels), labels
             cells.nth(4).scroll_into_view_if_needed()
             page.screenshot(path=str(PUSH_SHOT), full_page=True)
-            SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOT), full_page=True)
             browser.close()
     finally:
         from nbops.deploy import swarm

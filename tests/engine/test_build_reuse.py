@@ -1,6 +1,6 @@
 """Reuse: a build whose inputs are unchanged since an earlier one, whose image is still on the engine,
 tags that image and returns its profile without starting a builder — and anything that changes what
-the build would read (context content, the base image, args, --no-cache, a deleted image) builds."""
+the build would read (a context file written, the base image, args, --no-cache, a deleted image) builds."""
 
 from __future__ import annotations
 
@@ -63,11 +63,17 @@ def test_a_changed_context_file_or_arg_builds(engine, history, tmp_path):
     other_arg = build(SRC, [f"{repo}:1"], engine=engine, context=ctx, buildargs={"V": "2"}, history=history,
                       progress="none")
     assert not other_arg.reused and _file_in(engine, f"{repo}:1", "/copy") == "two\n2\n"
-    # back to the first inputs: the first image is still there, so it is reused
+    # back to the first content: a file written since counts as changed (its change time moved, as for
+    # make), so the builder runs — and its own cache gives back the first image; then nothing changed
     (ctx / "app.txt").write_text("one\n")
     back = build(SRC, [f"{repo}:1"], engine=engine, context=ctx, history=history, progress="none")
-    assert back.reused and back.image_id == first.image_id
+    assert not back.reused and back.image_id == first.image_id
     assert _file_in(engine, f"{repo}:1", "/copy") == "one\n1\n"
+    again = build(SRC, [f"{repo}:1"], engine=engine, context=ctx, history=history, progress="none")
+    assert again.reused and again.reused_from == back.build_id
+    # a chmod is a change too (the mode is part of what COPY makes)
+    (ctx / "app.txt").chmod(0o600)
+    assert not build(SRC, [f"{repo}:1"], engine=engine, context=ctx, history=history, progress="none").reused
     for img in {first.image_id, changed.image_id, other_arg.image_id}:
         engine.client.images.remove(img, force=True)
 
@@ -106,7 +112,6 @@ def test_reuse_found_in_the_history_store_by_a_new_process(engine, history, tmp_
     ctx = _ctx(tmp_path, "store\n")
     first = build(SRC, [f"{repo}:1"], engine=engine, context=ctx, history=history, progress="none")
     monkeypatch.setattr(build_mod, "_REUSE", {})  # what a fresh kernel knows: only the store
-    monkeypatch.setattr(build_mod, "_FILE_DIGESTS", {})
     again = build(SRC, [f"{repo}:1"], engine=engine, context=ctx, history=history, progress="none")
     assert again.reused and again.reused_from == first.build_id and again.image_id == first.image_id
     assert [s.instruction for s in again.steps] == [s.instruction for s in first.steps]

@@ -21,7 +21,7 @@ from nbops.registry import Registry
 pytestmark = pytest.mark.engine
 
 USER = "alice"
-PASSWORD = "Pw-" + uuid.uuid4().hex  # unique: any hit in a scan is a leak, never a coincidence
+PASSWORD = os.environ["NBOPS_SUITE_PASSWORD"]  # fresh each run (tests/conftest.py): a hit is a leak, never a coincidence
 
 
 _DIRS: dict[str, Path] = {}

@@ -15,8 +15,9 @@ import pytest
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-PASSWORD = "pw-" + uuid.uuid4().hex  # fresh each run: a hit cannot come from an earlier run
-BUILD_SECRET = "tok-" + uuid.uuid4().hex
+# fresh each run (tests/conftest.py), shared with the end-of-run audit of every notebook, store and log
+PASSWORD = os.environ["NBOPS_SUITE_PASSWORD"]
+BUILD_SECRET = os.environ["NBOPS_SUITE_BUILD_SECRET"]
 
 
 @pytest.fixture(scope="module")
