@@ -1063,6 +1063,8 @@ def _reusable(engine: Engine, key: str, dockerfile_sha: str, store: _history.His
                 steps = [BuildStep(**dict(zip(cols, r))) for r in store.execute(
                     f"SELECT {', '.join(c if c != 'in_final' else 'NULL' for c in cols)} FROM build_steps "
                     "WHERE build_id=? ORDER BY step", (build_id,))]
+                for st in steps:  # not stored: the final stage's rows come last (see _profile)
+                    st.in_final = st.stage == steps[-1].stage
                 hit = (image_id, build_id, steps, used)
                 break
     return hit
@@ -1073,7 +1075,10 @@ def _remember(engine: Engine, key: str | None, image_id: str, build_id: int | No
     if key is None:
         return
     if len(_REUSE) >= 1024:
-        _REUSE.pop(next(iter(_REUSE)))
+        try:
+            _REUSE.pop(next(iter(_REUSE)))
+        except (StopIteration, RuntimeError, KeyError):  # another thread's build changed it meanwhile
+            pass
     _REUSE[(engine.address, key)] = (image_id, build_id, steps, builder)
 
 

@@ -114,7 +114,7 @@ def test_reuse_found_in_the_history_store_by_a_new_process(engine, history, tmp_
     monkeypatch.setattr(build_mod, "_REUSE", {})  # what a fresh kernel knows: only the store
     again = build(SRC, [f"{repo}:1"], engine=engine, context=ctx, history=history, progress="none")
     assert again.reused and again.reused_from == first.build_id and again.image_id == first.image_id
-    assert [s.instruction for s in again.steps] == [s.instruction for s in first.steps]
+    assert [(s.instruction, s.in_final) for s in again.steps] == [(s.instruction, s.in_final) for s in first.steps]
     # reuse=False asks the builder itself (its own cache answers)
     asked = build(SRC, [f"{repo}:1"], engine=engine, context=ctx, history=history, progress="none", reuse=False)
     assert not asked.reused and asked.image_id == first.image_id and asked.builder == first.builder
