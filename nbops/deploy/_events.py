@@ -39,6 +39,7 @@ class EventStream:
 
     def _run(self) -> None:
         since = int(self.since)
+        seen: set[tuple] = set()  # a reconnect from `since` (whole seconds) delivers that second's events again
         while not self._stop.is_set() and time.time() < self.until:
             try:
                 self._stream = self.engine.api.events(since=since, until=int(self.until) + 1, decode=True,
@@ -47,6 +48,10 @@ class EventStream:
                     since = int(ev.get("time", since))
                     if self._stop.is_set():
                         break
+                    key = (ev.get("timeNano"), ev.get("Type"), ev.get("Action"), (ev.get("Actor") or {}).get("ID"))
+                    if key in seen:
+                        continue
+                    seen.add(key)
                     if self.keep(ev):
                         with self._lock:
                             self._items.append(ev)
