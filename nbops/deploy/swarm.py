@@ -193,17 +193,7 @@ class Swarm(Orchestrator):
     def _secret_ref(self, text: str) -> dict[str, Any]:
         """``NAME`` (existing secret) or ``NAME=FILE`` (created from FILE when missing); mounted at /run/secrets/NAME."""
         name, _, src = text.partition("=")
-        client = self.engine.client
-        found = [s for s in self.engine.call("list secrets", client.secrets.list, filters={"name": name})
-                 if s.name == name]
-        if found:
-            sid = found[0].id
-        elif src:
-            data = _read_file(src, "secret")
-            sid = self.engine.call(f"create secret {name}", client.secrets.create, name=name, data=data,
-                                   labels={"org.nbops.deploy": "1"}).id
-        else:
-            raise ConfigError(f"no secret {name!r}", hint=f"create it with NAME=FILE: --secret {name}=./{name}.txt")
+        sid = self._find_or_create("secret", name, src, f"--secret {name}=./{name}.txt")
         return {"SecretID": sid, "SecretName": name,
                 "File": {"Name": name, "UID": "0", "GID": "0", "Mode": 0o444}}
 
@@ -211,18 +201,21 @@ class Swarm(Orchestrator):
         """``NAME[=FILE][:TARGET]``; mounted at TARGET (default /NAME)."""
         head, _, target = text.partition(":")
         name, _, src = head.partition("=")
-        client = self.engine.client
-        found = [c for c in self.engine.call("list configs", client.configs.list, filters={"name": name})
-                 if c.name == name]
-        if found:
-            cid = found[0].id
-        elif src:
-            cid = self.engine.call(f"create config {name}", client.configs.create, name=name,
-                                   data=_read_file(src, "config"), labels={"org.nbops.deploy": "1"}).id
-        else:
-            raise ConfigError(f"no config {name!r}", hint=f"create it with NAME=FILE: --config {name}=./{name}.conf")
+        cid = self._find_or_create("config", name, src, f"--config {name}=./{name}.conf")
         return {"ConfigID": cid, "ConfigName": name,
                 "File": {"Name": target or f"/{name}", "UID": "0", "GID": "0", "Mode": 0o444}}
+
+    def _find_or_create(self, kind: str, name: str, src: str, example: str) -> str:
+        """The id of the swarm ``kind`` (secret or config) called ``name``, created from the file ``src``
+        when there is none yet."""
+        objects = getattr(self.engine.client, f"{kind}s")
+        found = [o for o in self.engine.call(f"list {kind}s", objects.list, filters={"name": name}) if o.name == name]
+        if found:
+            return found[0].id
+        if not src:
+            raise ConfigError(f"no {kind} {name!r}", hint=f"create it with NAME=FILE: {example}")
+        return self.engine.call(f"create {kind} {name}", objects.create, name=name, data=_read_file(src, kind),
+                                labels={"org.nbops.deploy": "1"}).id
 
     def _network(self, name: str) -> str:
         """An existing network, or a new attachable overlay network of that name."""

@@ -10,22 +10,29 @@ import pytest
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
-def test_push_in_a_kernel_shows_one_widget_row_per_layer(engine, lab, tmp_path):
+def _push_in_a_kernel(engine, lab, tmp_path, prefix: str, size: int, cells: list[str]):
+    """Build a fresh image with a ``size``-byte layer, run ``cells`` (``{tag}``, ``{ref}`` filled in) in a
+    real kernel through nbclient, remove the image; returns (the executed notebook, the pushed ref)."""
     import nbformat
     from nbclient import NotebookClient
 
-    tag = f"wprog-{uuid.uuid4().hex[:8]}:1"
-    dockerfile = f"FROM nbops/busybox:latest\nRUN head -c 1500000 /dev/urandom > /big.bin && echo {tag} > /t\n"
+    tag = f"{prefix}-{uuid.uuid4().hex[:8]}:1"
+    dockerfile = f"FROM nbops/busybox:latest\nRUN head -c {size} /dev/urandom > /big.bin && echo {tag} > /t\n"
     engine.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, forcerm=True)
     ref = f"{lab.state().registry}/nbtest/{tag}"
     try:
-        nb = nbformat.v4.new_notebook(cells=[
-            nbformat.v4.new_code_cell("%load_ext nbops\n%config NbopsMagics.progress = 'widget'"),
-            nbformat.v4.new_code_cell(f"r = %push {tag} --to {ref}\nprint(r.verified, len(r.layers))"),
-        ])
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.replace("{tag}", tag).replace("{ref}", ref))
+                                             for c in cells])
         NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     finally:
         engine.client.images.remove(tag, force=True)
+    return nb, ref
+
+
+def test_push_in_a_kernel_shows_one_widget_row_per_layer(engine, lab, tmp_path):
+    nb, ref = _push_in_a_kernel(engine, lab, tmp_path, "wprog", 1_500_000, [
+        "%load_ext nbops\n%config NbopsMagics.progress = 'widget'",
+        "r = %push {tag} --to {ref}\nprint(r.verified, len(r.layers))"])
     push_cell = nb.cells[1]
     assert [o for o in push_cell.outputs if o.output_type == "error"] == []
     n_layers = len(engine.client.images.get(ref).attrs["RootFS"]["Layers"])
@@ -46,22 +53,10 @@ def test_push_in_a_kernel_shows_one_widget_row_per_layer(engine, lab, tmp_path):
 def test_auto_progress_is_text_under_nbclient(engine, lab, tmp_path):
     """``auto`` in a kernel driven by nbclient (papermill, ``nbops run``): text lines, no widget that would be
     saved frozen. (JupyterLab gets widgets: tests/browser/test_deploy_browser.py prints the mode there.)"""
-    import nbformat
-    from nbclient import NotebookClient
-
-    tag = f"wauto-{uuid.uuid4().hex[:8]}:1"
-    dockerfile = f"FROM nbops/busybox:latest\nRUN head -c 800000 /dev/urandom > /big.bin && echo {tag} > /t\n"
-    engine.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, forcerm=True)
-    ref = f"{lab.state().registry}/nbtest/{tag}"
-    try:
-        nb = nbformat.v4.new_notebook(cells=[
-            nbformat.v4.new_code_cell("import os\nos.environ.pop('NBOPS_PROGRESS', None)\n%load_ext nbops\n"
-                                      "from nbops import progress\nprint('MODE', progress.mode())"),
-            nbformat.v4.new_code_cell(f"r = %push {tag} --to {ref}\nprint(r.verified)"),
-        ])
-        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        engine.client.images.remove(tag, force=True)
+    nb, _ = _push_in_a_kernel(engine, lab, tmp_path, "wauto", 800_000, [
+        "import os\nos.environ.pop('NBOPS_PROGRESS', None)\n%load_ext nbops\n"
+        "from nbops import progress\nprint('MODE', progress.mode())",
+        "r = %push {tag} --to {ref}\nprint(r.verified)"])
     assert "".join(o.get("text", "") for o in nb.cells[0].outputs).strip() == "MODE text"
     push_cell = nb.cells[1]
     text = "".join(o.get("text", "") for o in push_cell.outputs if o.output_type == "stream")

@@ -148,9 +148,23 @@ def wait_until(pred, timeout: float, step: float = 0.2):
     return pred()
 
 
+def pids_with(text: str) -> list[int]:
+    """Processes (not Python ones) whose command line contains ``text``: e.g. a build's ``sleep N`` step."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd and "python" not in cmd:
+                out.append(int(entry))
+    return out
+
+
 @pytest.fixture(scope="session")
 def helpers():
-    """start_lab / stop_lab / wait_until for test modules (importlib mode: no sibling imports)."""
+    """start_lab / stop_lab / wait_until / pids_with for test modules (importlib mode: no sibling imports)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(start_lab=start_lab, stop_lab=stop_lab, wait_until=wait_until)
+    return SimpleNamespace(start_lab=start_lab, stop_lab=stop_lab, wait_until=wait_until, pids_with=pids_with)

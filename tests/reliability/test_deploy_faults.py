@@ -125,35 +125,55 @@ def _outcome(box):
     return box["result"], repr(box["result"])
 
 
+def _v1(name, images, eng, history):
+    from nbops import deploy
+
+    return deploy.deploy(images[0], name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE, engine=eng,
+                         history=history, timeout=TIMEOUT)
+
+
+def _update_under_fault(dlab, eng, name, images, history, helpers, figures, inject, *, started=None,
+                        timeout=TIMEOUT, wait=60.0):
+    """Start the rolling update to v2 in the background; once it is under way (``started``, default:
+    the manager says "updating") call ``inject`` (the fault, counted as injected even if nbops then
+    fails), and wait — at most the deploy's timeout + BOUND — for nbops to return.
+    Returns (result, the one line nbops said, seconds taken, what ``inject`` returned, the error raised)."""
+    from nbops import deploy
+
+    t0 = time.monotonic()
+    thread, box = _in_background(lambda: deploy.deploy(
+        images[1], name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE, engine=eng,
+        history=history, timeout=timeout))
+    started = started or (lambda: _manager_view(dlab, name)["update_state"] == "updating")
+    assert helpers.wait_until(started, timeout=wait, step=0.3), "the rolling update never started"
+    what = inject()
+    figures.add("faults", injected=1, during_deploy=1)
+    thread.join(timeout + BOUND)
+    elapsed = time.monotonic() - t0
+    assert not thread.is_alive(), f"deploy still running {elapsed:.0f} s after it started (timeout {timeout} s)"
+    result, said = _outcome(box)
+    return result, said, elapsed, what, box.get("error")
+
+
 # -- a worker lost in the middle of a rolling update --------------------------------------------------
 def test_worker_crashed_mid_rollout(dlab, images, helpers, history, figures):
-    from nbops import deploy
     from nbops.deploy import swarm
 
-    v1, v2 = images
     eng = _engine(dlab)
     name = "lost"
     try:
-        first = deploy.deploy(v1, name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE,
-                              engine=eng, history=history, timeout=TIMEOUT)
+        first = _v1(name, images, eng, history)
         assert sorted(t["node"] for t in first.tasks) == ["node1", "node2", "node3"], first.tasks
-        t0 = time.monotonic()
-        thread, box = _in_background(lambda: deploy.deploy(
-            v2, name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE, engine=eng, history=history,
-            timeout=TIMEOUT))
-        # the update is under way (one slot already on v2) when node3 loses power
-        assert helpers.wait_until(lambda: _manager_view(dlab, name)["update_state"] == "updating"
-                                  and any(t["Spec"]["ContainerSpec"]["Image"] == eng.api.inspect_service(name)[
-                                      "Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-                                          and t["Status"]["State"] == "running"
-                                          for t in eng.api.tasks(filters={"service": name, "desired-state": "running"})),
-                                  timeout=60, step=0.3), "the rolling update never started"
-        crash = dlab.stop_node(3, crash=True)
-        figures.add("faults", injected=1, during_deploy=1)  # counted even if nbops then fails
-        thread.join(TIMEOUT + BOUND)
-        elapsed = time.monotonic() - t0
-        assert not thread.is_alive(), f"deploy still running {elapsed:.0f} s after it started (timeout {TIMEOUT} s)"
-        result, said = _outcome(box)
+
+        def one_slot_on_v2():  # the update is under way (one slot already on v2) when node3 loses power
+            image = eng.api.inspect_service(name)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            return _manager_view(dlab, name)["update_state"] == "updating" and any(
+                t["Spec"]["ContainerSpec"]["Image"] == image and t["Status"]["State"] == "running"
+                for t in eng.api.tasks(filters={"service": name, "desired-state": "running"}))
+
+        result, said, elapsed, crash, _ = _update_under_fault(
+            dlab, eng, name, images, history, helpers, figures, lambda: dlab.stop_node(3, crash=True),
+            started=one_slot_on_v2)
         print(f"worker crashed mid-rollout ({crash}): {elapsed:.1f} s → {said}")
         assert result is not None
         down = [i for i in result.incidents if i["kind"] == "node_down"]
@@ -188,28 +208,16 @@ def test_worker_crashed_mid_rollout(dlab, images, helpers, history, figures):
 
 # -- the manager restarted while an update is watched ---------------------------------------------------
 def test_manager_restarted_mid_rollout(dlab, images, helpers, history, figures):
-    from nbops import deploy
     from nbops.deploy import swarm
 
-    v1, v2 = images
+    v2 = images[1]
     assert helpers.wait_until(lambda: all(n["state"] == "ready" for n in dlab.swarm_nodes().values()), timeout=60)
     eng = _engine(dlab)
     name = "mgr"
     try:
-        deploy.deploy(v1, name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE, engine=eng,
-                      history=history, timeout=TIMEOUT)
-        t0 = time.monotonic()
-        thread, box = _in_background(lambda: deploy.deploy(
-            v2, name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE, engine=eng, history=history,
-            timeout=TIMEOUT))
-        assert helpers.wait_until(lambda: _manager_view(dlab, name)["update_state"] == "updating", timeout=60,
-                                  step=0.3), "the rolling update never started"
-        restart = dlab.restart_manager()
-        figures.add("faults", injected=1, during_deploy=1)  # counted even if nbops then fails
-        thread.join(TIMEOUT + BOUND)
-        elapsed = time.monotonic() - t0
-        assert not thread.is_alive(), f"deploy still running {elapsed:.0f} s after it started (timeout {TIMEOUT} s)"
-        result, said = _outcome(box)
+        _v1(name, images, eng, history)
+        result, said, elapsed, restart, _ = _update_under_fault(dlab, eng, name, images, history, helpers, figures,
+                                                             dlab.restart_manager)
         print(f"manager restarted mid-rollout ({restart}): {elapsed:.1f} s → {said}")
         assert result is not None
         kinds = [i["kind"] for i in result.incidents]
@@ -236,32 +244,19 @@ def test_manager_restarted_mid_rollout(dlab, images, helpers, history, figures):
 def test_manager_gone_past_the_timeout(dlab, images, helpers, history, figures):
     """No manager to watch through: one error line by the deadline that says so and what was last
     seen; the row records it, and its last-seen spec is what the manager holds once it is back."""
-    from nbops import deploy
     from nbops.deploy import swarm
     from nbops.errors import RolloutFailed
 
-    v1, v2 = images
     assert helpers.wait_until(lambda: all(n["state"] == "ready" for n in dlab.swarm_nodes().values()), timeout=60)
     eng = _engine(dlab)
     name = "gone"
     short = 20.0
     try:
-        deploy.deploy(v1, name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE, engine=eng,
-                      history=history, timeout=TIMEOUT)
-        t0 = time.monotonic()
-        thread, box = _in_background(lambda: deploy.deploy(
-            v2, name=name, replicas=3, preferences=SPREAD, init=True, update=UPDATE, engine=eng, history=history,
-            timeout=short))
-        assert helpers.wait_until(lambda: _manager_view(dlab, name)["update_state"] == "updating", timeout=30,
-                                  step=0.3), "the rolling update never started"
-        stop = dlab.stop_node(1)
-        figures.add("faults", injected=1, during_deploy=1)  # counted even if nbops then fails
-        thread.join(short + BOUND)
-        elapsed = time.monotonic() - t0
-        assert not thread.is_alive(), f"deploy still running {elapsed:.0f} s after it started (timeout {short} s)"
-        result, said = _outcome(box)
+        _v1(name, images, eng, history)
+        _, said, elapsed, stop, error = _update_under_fault(dlab, eng, name, images, history, helpers, figures,
+                                                          lambda: dlab.stop_node(1), timeout=short, wait=30)
         print(f"manager gone past the timeout ({stop}): {elapsed:.1f} s → {said}")
-        assert isinstance(box.get("error"), RolloutFailed) and box["error"].outcome == "manager_lost"
+        assert isinstance(error, RolloutFailed) and error.outcome == "manager_lost"
         assert "lost its swarm manager" in said and "did not come back" in said and "last seen: update updating" in said
         row, meta = _recorded(history, name)
         assert row["outcome"] == "manager_lost" and "did not come back" in row["error"]

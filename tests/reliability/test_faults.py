@@ -133,19 +133,6 @@ sys.stdin.readline()  # stay alive like a kernel after the interrupt
 """
 
 
-def _pids_with(text: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd and "python" not in cmd:
-                out.append(int(entry))
-    return out
-
-
 @pytest.mark.parametrize("builder", ["buildkit", "legacy"])
 def test_interrupted_build_leaves_nothing(node, shell, builder, figures, helpers):
     import docker
@@ -156,12 +143,12 @@ def test_interrupted_build_leaves_nothing(node, shell, builder, figures, helpers
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "building"
-        assert helpers.wait_until(lambda: _pids_with(f"sleep {seconds}"), timeout=60), "the build never ran its RUN step"
+        assert helpers.wait_until(lambda: helpers.pids_with(f"sleep {seconds}"), timeout=60), "the build never ran its RUN step"
         t0 = time.monotonic()
         os.kill(proc.pid, signal.SIGINT)
         line = proc.stdout.readline().strip()
         assert line == "interrupted", proc.stderr.read() if proc.poll() is not None else line
-        gone = helpers.wait_until(lambda: not _pids_with(f"sleep {seconds}"), timeout=30)
+        gone = helpers.wait_until(lambda: not helpers.pids_with(f"sleep {seconds}"), timeout=30)
         elapsed = time.monotonic() - t0
         assert gone, f"the build's process still runs {elapsed:.0f} s after the interrupt"
         client = docker.DockerClient(base_url=node.socket, version="auto", timeout=30)

@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -375,19 +374,6 @@ def test_interrupted_push_is_cancelled(plab, node, engine_at, proxy_to_registry,
 
 
 # -- 4. the engine hangs after a build started: the stall watchdog --------------------------------------
-def _pids_with(text: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd and "python" not in cmd:
-                out.append(int(entry))
-    return out
-
-
 @pytest.mark.timeout(240)  # pytest-timeout's signal ends the test; the finally resumes the engine
 @pytest.mark.parametrize("builder", ["buildkit", "legacy"])
 def test_engine_hung_mid_build(node, engine_at, builder, figures, helpers):
@@ -402,7 +388,7 @@ def test_engine_hung_mid_build(node, engine_at, builder, figures, helpers):
     cancel, lock = threading.Event(), threading.Lock()
 
     def stop_engine_when_running():
-        if helpers.wait_until(lambda: cancel.is_set() or _pids_with(f"sleep {seconds}"), timeout=60):
+        if helpers.wait_until(lambda: cancel.is_set() or helpers.pids_with(f"sleep {seconds}"), timeout=60):
             time.sleep(0.5)
             with lock:  # never stop the engine after the test resumed it for good
                 if not cancel.is_set():
@@ -430,7 +416,7 @@ def test_engine_hung_mid_build(node, engine_at, builder, figures, helpers):
                                     (f"%rel/hung:{builder}%",))
     assert row and row[0][0] == 0 and "stopped answering" in row[0][1], row
     # once the engine runs again it drops the build whose client hung up
-    gone = helpers.wait_until(lambda: not _pids_with(f"sleep {seconds}"), timeout=60)
+    gone = helpers.wait_until(lambda: not helpers.pids_with(f"sleep {seconds}"), timeout=60)
     assert gone, "the build's step still runs after the engine resumed"
     print(f"{builder}: engine stopped mid-build → EngineHung {waited:.1f} s later "
           f"(stall {stall} s + ping {timeout} s): {msg}")
