@@ -661,7 +661,12 @@ def _manager_gone(exc: EngineError) -> bool:
     if isinstance(exc, (EngineUnreachable, EngineTimeout)):
         return True
     text = exc.message.lower()
-    return getattr(exc, "status", None) == 503 or "leader" in text or "not a swarm manager" in text
+    # while the manager shuts down, its raft client answers with gRPC errors (seen: "rpc error: code =
+    # Canceled desc = grpc: the client connection is closing", HTTP 500)
+    grpc_closing = "rpc error" in text and any(w in text for w in ("code = canceled", "code = unavailable",
+                                                                   "connection is closing", "transport is closing"))
+    return (getattr(exc, "status", None) == 503 or "leader" in text or "not a swarm manager" in text
+            or grpc_closing)
 
 
 def _belongs(ev: dict[str, Any], sid: str) -> bool:

@@ -140,3 +140,19 @@ def test_env_that_looks_like_a_secret_is_linted():
     # the lint runs before anything is applied: the base validate (every backend) returns it
     spec = DeploySpec(image="x", name="web", env={"DB_PASSWORD": "hunter2-value"})
     assert Orchestrator.validate(object.__new__(Orchestrator), spec) == lint_env(spec.env)
+
+
+@pytest.mark.parametrize("message, status, gone", [
+    ("the engine refused to inspect service mgr: rpc error: code = Canceled desc = grpc: the client connection "
+     "is closing", 500, True),  # what the lab's manager answered while restarting
+    ("rpc error: code = Unavailable desc = transport is closing", 500, True),
+    ("This node is not a swarm manager. Use \"docker swarm init\"", 503, True),
+    ("rpc error: code = Unknown desc = The swarm does not have a leader", 500, True),
+    ("service mgr not found", 404, False),
+    ("rpc error: code = InvalidArgument desc = bad spec", 400, False),
+])
+def test_which_engine_errors_mean_the_manager_is_away(message, status, gone):
+    from nbops.deploy.swarm import _manager_gone
+    from nbops.errors import EngineError
+
+    assert _manager_gone(EngineError(message, status=status)) is gone
