@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,21 @@ def _friendly(fn):
         except NbopsError as err:
             self.last_error = err
             raise UsageError(err.one_line()) from None
+        except UsageError as exc:  # argparse quotes the user's words as typed, newlines included
+            text = str(exc).strip()
+            if len(text.splitlines()) > 1:
+                raise UsageError(_one_line(text)) from None
+            raise
 
     return wrapper
+
+
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: every line break inside it is shown escaped, as the user would type it."""
+    return _LINE_BREAKS.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def _is_file(path: Path) -> bool:
