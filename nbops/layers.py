@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import itertools
 import json
 import os
 import posixpath
@@ -27,7 +28,7 @@ import socket
 import stat
 import time
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -1114,6 +1115,14 @@ def analyze(image: str, *, source: str = "auto", engine: Engine | None = None, r
     stream), ``registry`` (layer blobs by digest), or ``auto`` (dirs if readable, else save; registry
     when the reference names one and the engine lacks it). Known layers come from the cache.
     """
+    return _analyze(image, source=source, engine=engine, registry=registry, history=history, cache=cache,
+                    record=record)
+
+
+def _analyze(image: str, *, source: str = "auto", engine: Engine | None = None, registry: str | None = None,
+             history: History | None = None, cache: bool = True, record: bool = True,
+             info: Mapping[str, Any] | None = None) -> LayerReport:
+    """:func:`analyze`, with the engine's inspect of ``image`` when the caller already has it."""
     from . import history as history_mod
 
     if source not in SOURCES:
@@ -1131,7 +1140,7 @@ def analyze(image: str, *, source: str = "auto", engine: Engine | None = None, r
 
             engine = _Engine.connect()
         try:
-            info = _inspect(engine, image)
+            info = info if info is not None else _inspect(engine, image)
         except NotFound:
             if source == "auto" and _names_registry(image):
                 rep = _analyze_registry(image, None, lc)
@@ -1392,15 +1401,50 @@ def trend(name: str, *, history: History | None = None, engine: Engine | None = 
     store = history if history is not None else history_mod.default()
     df = _trend_frame(store, name, limit)
     if analyze_missing and not df.empty:
-        missing = sorted(set(df.loc[df["layer"].isna(), "image_id"]))
+        # in build order: a version shares the most layers with the one before it
+        missing = list(dict.fromkeys(df.loc[df["layer"].isna(), "image_id"]))
         if missing:
-            for image_id in missing:
-                try:
-                    analyze(image_id, engine=engine, history=store, source=source)
-                except NotFound:
+            if engine is None and source != "registry":
+                from .engine import Engine as _Engine
+
+                engine = _Engine.connect()
+            for image_id, info in _inspect_ahead(engine, missing, source):
+                if isinstance(info, NotFound):
                     continue
+                _analyze(image_id, engine=engine, history=store, source=source, info=info)
             df = _trend_frame(store, name, limit)
     return df
+
+
+def _inspect_ahead(engine: Engine | None, image_ids: Sequence[str], source: str,
+                   ahead: int = 4) -> Iterator[tuple[str, Any]]:
+    """``(image_id, inspect)`` in order, the engine asked up to ``ahead`` images in advance on other
+    threads (its answer takes milliseconds of waiting, which the analyses in between fill). An image
+    the engine does not know gives its NotFound; an inspect is None where the analysis asks itself."""
+    if engine is None or source == "registry" or len(image_ids) < 2:
+        yield from ((i, None) for i in image_ids)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(image_id: str) -> Any:
+        try:
+            return _inspect(engine, image_id)
+        except NotFound as exc:
+            return exc
+        except Exception:  # noqa: BLE001 - the analysis asks again and reports it as usual
+            return None
+
+    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="nbops-inspect") as pool:
+        pending: deque[Any] = deque()
+        todo = iter(image_ids)
+        for image_id in itertools.islice(todo, ahead):
+            pending.append((image_id, pool.submit(one, image_id)))
+        while pending:
+            image_id, fut = pending.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(one, nxt)))
+            yield image_id, fut.result()
 
 
 _TREND_COLUMNS = ["build_id", "ts", "time", "version", "image_id", "layer", "diff_id", "instruction", "size",

@@ -261,6 +261,30 @@ def test_trend_reads_recorded_builds_and_only_new_layers(engine, versions, tmp_p
     assert layers.trend("no-such-app", history=store).empty
 
 
+def test_trend_keeps_a_build_whose_image_is_gone(engine, versions, tmp_path):
+    """A recorded build whose image was removed keeps one row (its size at build time); the others
+    are analysed in build order (the engine asked ahead on other threads) as usual."""
+    name, refs, src = versions
+    store = History(tmp_path / "gone.sqlite")
+    rows = src.execute("SELECT ts, tags, image_id, size FROM builds WHERE name=? ORDER BY ts", (name,))
+    gone = "sha256:" + "0" * 64
+    for k, (ts, tags, image_id, size) in enumerate(rows):
+        store.record("builds", {"ts": ts, "name": name, "tags": tags, "image_id": image_id, "size": size, "ok": 1})
+        if k == 0:  # between the first and the second version
+            store.record("builds", {"ts": (ts + rows[1][0]) / 2, "name": name, "tags": '["t-layers/app:gone"]',
+                                    "image_id": gone, "size": 1234, "ok": 1})
+    layers.forget_recent()  # a new store, as in a new process: nothing stacked in memory either
+    df = layers.trend(name, history=store, engine=engine)
+    assert list(df.drop_duplicates("build_id")["version"]) == [refs[0], "t-layers/app:gone", *refs[1:]]
+    lost = df[df["image_id"] == gone]
+    assert len(lost) == 1 and lost["layer"].isna().all() and lost["size"].tolist() == [1234]
+    runs = store.frame("SELECT image_id, cache_misses FROM layer_analyses ORDER BY id")
+    assert gone not in set(runs["image_id"]) and len(runs) == 3
+    n = int(df["layer"].max()) + 1
+    assert runs["cache_misses"].tolist() == [n, 1, 1]  # the first read in full, the others only their new layer
+    store.close()
+
+
 def test_diff_attributes_changes_to_layers(engine, versions):
     _, refs, store = versions
     d = layers.diff(refs[0], refs[2], engine=engine, history=store)
