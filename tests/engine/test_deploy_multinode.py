@@ -82,6 +82,37 @@ def test_spread_global_and_fixed_port_start_first(lab2, history):
             swarm.remove(name, engine=eng)
 
 
+def test_local_only_image_warns_on_many_nodes_and_runs_pinned_here(lab2, history):
+    """An image in no registry: on a 2-node swarm the deploy says the other node cannot pull it; pinned to
+    this engine's node (the only eligible one) there is no such warning and the service runs, by image id."""
+    import io
+
+    from deploy_images import GOOD, WEB
+
+    _, eng, v1, _ = lab2
+    local = "t-local/web:only"
+    eng.client.images.build(fileobj=io.BytesIO(WEB.format(version="local", check=GOOD).encode()), tag=local,
+                            rm=True, forcerm=True)
+    sw = swarm.Swarm(eng, history)
+    try:
+        assert not eng.client.images.get(local).attrs.get("RepoDigests")
+        many = sw.validate(deploy.DeploySpec(image=local, name="loc", replicas=2))
+        assert any("t-local/web:only is in no registry" in w and "push it first" in w for w in many), many
+        pushed = sw.validate(deploy.DeploySpec(image=v1, name="loc", replicas=2))
+        assert not any("in no registry" in w for w in pushed), pushed
+        here = sw.validate(deploy.DeploySpec(image=local, name="loc", replicas=1,
+                                             constraints=["node.hostname==node1"]))
+        assert not any("in no registry" in w for w in here), here
+        r = deploy.deploy(local, name="loc", replicas=1, constraints=["node.hostname==node1"], init=True,
+                          engine=eng, history=history, timeout=90)
+        assert r.ok and _nodes_of(r) == ["node1"] and not any("in no registry" in w for w in r.warnings)
+        image = eng.client.services.get("loc").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        assert image == eng.client.images.get(local).id  # pinned by id: no node tries Docker Hub
+    finally:
+        swarm.remove("loc", engine=eng)
+        eng.client.images.remove(local, force=True)
+
+
 def test_overlay_dnsrr_across_nodes(lab2, history):
     _, eng, v1, _ = lab2
     try:
