@@ -300,6 +300,8 @@ def own_rules(text: str, *, healthcheck: bool = True) -> list[Finding]:
         kind, line, value = ins["instruction"], ins["startline"] + 1, ins["value"]
         if kind not in KNOWN_INSTRUCTIONS:
             out.append(Finding(line, "NB000", "error", f"unknown instruction {kind}"))
+        elif wrong := _arguments_wrong(kind, value):
+            out.append(Finding(line, "NB000", "error", wrong))
         elif kind in ("ARG", "ENV"):
             names = _env_names(value) if kind == "ENV" else [_split_arg(p)[0] for p in value.split()]
             for name in names:
@@ -361,6 +363,39 @@ def own_rules(text: str, *, healthcheck: bool = True) -> list[Finding]:
                                "no HEALTHCHECK in the final stage: an orchestrator cannot tell a hung container "
                                "from a healthy one (add `HEALTHCHECK CMD ...` or `HEALTHCHECK NONE`)"))
     return out
+
+
+_AT_LEAST_ONE = {"ENV", "ARG", "LABEL", "EXPOSE", "VOLUME", "SHELL", "ONBUILD", "HEALTHCHECK"}
+_EXACTLY_ONE = {"WORKDIR", "USER", "STOPSIGNAL", "MAINTAINER"}  # the rest of the line is that one argument
+
+
+def _arguments_wrong(kind: str, value: str) -> str | None:
+    """What the engine's Dockerfile parser (20.10) says of this instruction's arguments, or None.
+
+    The same words as ``docker build`` prints, found before anything is sent to the engine.
+    """
+    text = value.strip()
+    if kind in _AT_LEAST_ONE and not text:
+        return f"{kind} requires at least one argument"
+    if kind in _EXACTLY_ONE and not text:
+        return f"{kind} requires exactly one argument"
+    if kind in ("ENV", "LABEL") and "=" not in text.split(None, 1)[0] and len(text.split(None, 1)) < 2:
+        return f"{kind} must have two arguments: {kind} NAME=VALUE"
+    words = [w for w in text.split() if not w.startswith("--")]  # flags: --platform, --chown, --from, ...
+    if kind in ("COPY", "ADD"):
+        rest = text
+        while rest.startswith("--"):
+            rest = rest.split(None, 1)[1] if len(rest.split(None, 1)) > 1 else ""
+        try:
+            args = json.loads(rest) if rest.startswith("[") else rest.split()
+        except ValueError:
+            args = rest.split()
+        if not isinstance(args, list) or len(args) < 2:
+            given = "only one was provided" if args else "none was provided"
+            return f"{kind} requires at least two arguments, but {given}: a source and a destination"
+    if kind == "FROM" and not (len(words) == 1 or (len(words) == 3 and words[1].lower() == "as")):
+        return "FROM requires either one or three arguments: FROM IMAGE [AS NAME]"
+    return None
 
 
 def _env_names(value: str) -> list[str]:

@@ -302,11 +302,23 @@ class NbopsMagics(Magics):
         """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error | runs [RUN_ID]"""
         words = shlex.split(line)
         if not words:
-            raise UsageError("usage: %nbops lab up|status|down|fault KIND NODE · %nbops history [builds|pushes|deploys] · %nbops error")
+            raise UsageError("usage: %nbops lab up|status|down|fault KIND NODE · %nbops history [builds|pushes|deploys] · %nbops error"
+                             " · %nbops help")
+        if words[0] in _HELP:
+            print("\n".join(f"%nbops {fn.__doc__}" for fn in dict.fromkeys(_SUBCOMMANDS.values())))
+            return None
         handler = _SUBCOMMANDS.get(words[0])
         if handler is None:
             raise UsageError(f"unknown %nbops command {words[0]!r}; use one of: {', '.join(_SUBCOMMANDS)}")
-        return handler(self, words[1:])
+        if handler is not _cmd_lab and _HELP & set(words[1:]):  # lab's own parser prints a fuller help
+            print(f"%nbops {handler.__doc__}")
+            return None
+        try:
+            return handler(self, words[1:])
+        except SystemExit as exc:  # argparse has printed its --help
+            if exc.code in (0, None):
+                return None
+            raise UsageError(f"%nbops {words[0]}: bad arguments; `%nbops {words[0]} --help` lists them") from None
 
 
 def _deploy_options(args: Any, user_ns: dict[str, Any], default_timeout: float) -> tuple[str, str, dict[str, Any]]:
@@ -342,7 +354,11 @@ def _deploy_options(args: Any, user_ns: dict[str, Any], default_timeout: float) 
     return name, orchestrator or "swarm", options
 
 
+_HELP = {"help", "-h", "--help"}
+
+
 def _cmd_lab(magics: NbopsMagics, argv: list[str]) -> Any:
+    """lab up [--nodes N] [--live-restore] | status | down | fault KIND [NODE] | base debian"""
     from .cli import lab_command
 
     magics._engines.clear()
@@ -350,6 +366,7 @@ def _cmd_lab(magics: NbopsMagics, argv: list[str]) -> Any:
 
 
 def _cmd_history(magics: NbopsMagics, argv: list[str]) -> Any:
+    """history [builds|pushes|deploys|pulls]: what this machine has built, pushed, deployed (a DataFrame)"""
     from . import history
 
     what = argv[0] if argv else "builds"
@@ -362,6 +379,7 @@ def _cmd_history(magics: NbopsMagics, argv: list[str]) -> Any:
 
 
 def _cmd_error(magics: NbopsMagics, argv: list[str]) -> Any:
+    """error: the last nbops error of this session in full (build log, output tail, data)"""
     err = magics.last_error
     if err is None:
         return "no nbops error in this session"
@@ -376,6 +394,7 @@ def _cmd_error(magics: NbopsMagics, argv: list[str]) -> Any:
 
 
 def _cmd_runs(magics: NbopsMagics, argv: list[str]) -> Any:
+    """runs [RUN_ID]: the runbook runs (nbops run), or one run's cells"""
     from . import runbook
 
     if argv:
@@ -384,6 +403,7 @@ def _cmd_runs(magics: NbopsMagics, argv: list[str]) -> Any:
 
 
 def _cmd_doctor(magics: NbopsMagics, argv: list[str]) -> Any:
+    """doctor: what the engine (and its swarm) can do, and what to fix"""
     from . import doctor
 
     return doctor.doctor(magics.engine())
@@ -406,16 +426,17 @@ def _cmd_registry(magics: NbopsMagics, argv: list[str]) -> Any:
     import argparse
 
     from . import registry
+    from .cli import _ParseError, _Parser
     from .distribute import default_registry
 
-    parser = argparse.ArgumentParser(prog="%nbops registry", add_help=False, exit_on_error=False)
+    parser = _Parser(prog="%nbops registry", add_help=False, exit_on_error=False)
     parser.add_argument("action", choices=["login", "logout", "repos", "tags", "layers", "delete", "dir"])
     parser.add_argument("what", nargs="?")
     parser.add_argument("--user")
     parser.add_argument("--registry")
     try:
         args = parser.parse_args(argv)
-    except (argparse.ArgumentError, SystemExit):
+    except (argparse.ArgumentError, _ParseError):
         raise UsageError(f"usage: %nbops {_cmd_registry.__doc__}") from None
     if args.action == "dir":
         from .archive import Layout

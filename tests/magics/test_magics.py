@@ -29,6 +29,8 @@ def test_load_ext_is_lazy():
     ("%build hello -t x --build-arg NOEQUALS", "bad --build-arg 'NOEQUALS'"),
     ("%nbops frob", "unknown %nbops command 'frob'"),
     ("%nbops lab frob", "invalid choice: 'frob'"),
+    ("%push = ' \n '", "unrecognized arguments: ' \\n '"),  # the user's line break, shown escaped
+    ("%nbops registry", "usage: %nbops registry login HOST"),
 ])
 def test_bad_input_is_one_usage_error_line(ipshell, line, fragment):
     ipshell.run_cell_magic("dockerfile", "hello", "FROM nbops/busybox\nRUN true\n")
@@ -37,6 +39,17 @@ def test_bad_input_is_one_usage_error_line(ipshell, line, fragment):
     msg = str(exc.value)
     assert fragment in msg
     assert "\n" not in msg.strip()
+
+
+@pytest.mark.parametrize("line, shows", [
+    ("help", "%nbops registry login HOST"), ("--help", "%nbops doctor"), ("lab --help", "usage: nbops lab"),
+    ("lab fault --help", "restart-manager"), ("history -h", "%nbops history [builds|pushes|deploys|pulls]"),
+    ("registry --help", "%nbops registry login"), ("runs --help", "%nbops runs [RUN_ID]"),
+])
+def test_nbops_help_prints_usage_and_changes_nothing(ipshell, capsys, line, shows):
+    assert ipshell.run_line_magic("nbops", line) is None  # no SystemExit, no error
+    out = capsys.readouterr()
+    assert shows in out.out and out.err == ""
 
 
 def test_broken_dockerfile_stops_at_the_line(ipshell):

@@ -71,6 +71,7 @@ def test_line_magics_fuzzed(shell, magic, figures, capsys):
     @given(line=LINE)
     @example(line="= ' \n '")  # found by a random draw in CI: argparse quoted the newline into the message
     @example(line="x \u2028 y --bogus")
+    @example(line="lab --help")  # found by a random draw: argparse's --help exited the kernel's magic
     def run(line):
         if magic == "nbops":
             try:
@@ -124,6 +125,7 @@ def test_dockerfile_check_fuzzed(figures):
 
     @FUZZ
     @given(text=st.lists(lines | st.text(max_size=20), max_size=15).map("\n".join))
+    @example(text="ENV\nFROM x")  # found by a random draw: an ENV without arguments raised IndexError
     def run(text):
         _check_outcome(lambda: DockerfileCell("fuzz", text).check(), counter)
 
