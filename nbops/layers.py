@@ -358,11 +358,61 @@ class Hidden:
 @dataclass
 class Stacking:
     hidden: list[Hidden]
-    view: dict[str, tuple[int, int, str]]  # the final filesystem: path -> (layer, size, kind)
+    view: Mapping[str, tuple[int, int, str]]  # the final filesystem: path -> (layer, size, kind)
     added: list[int]        # per layer: bytes of paths new to the image
     replaced: list[int]     # per layer: bytes of paths that already existed below
     hidden_later: list[int]  # per layer: bytes of this layer hidden by a later one
     removes: list[int]      # per layer: bytes of lower layers this layer hides
+
+
+def _shard(path: str) -> str:
+    """The snapshot shard of a path's entry: its top directory for the top two levels (``usr`` for
+    ``usr`` and ``usr/lib``), its first two components below (``usr/lib`` for ``usr/lib/x/y``)."""
+    i = path.find("/")
+    if i < 0:
+        return path
+    j = path.find("/", i + 1)
+    return path[:i] if j < 0 else path[:j]
+
+
+def _index_shard(parent: str) -> str:
+    """The shard of a directory's children index: the shard its children's entries are in."""
+    i = parent.find("/")
+    if i < 0:
+        return parent
+    j = parent.find("/", i + 1)
+    return parent if j < 0 else parent[:j]
+
+
+class _LazyView(Mapping):
+    """The final filesystem of a report: the part in memory, plus snapshot shards decoded on first use."""
+
+    def __init__(self, loaded: dict[str, tuple[int, int, str]], blobs: Sequence[bytes]) -> None:
+        self._view, self._blobs = loaded, list(blobs)
+
+    def _all(self) -> dict[str, tuple[int, int, str]]:
+        while self._blobs:
+            self._view.update(_decode_shard(self._blobs.pop())[3])
+        return self._view
+
+    def __getitem__(self, key: str) -> tuple[int, int, str]:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def _decode_shard(blob: bytes) -> tuple[dict, dict, dict, dict, dict]:
+    import marshal
+
+    try:
+        return marshal.loads(zlib.decompress(blob))
+    except (ValueError, EOFError, TypeError, zlib.error):
+        raise LayerError("a stacked-state snapshot in the history store is damaged",
+                         hint="analyse with cache=False once, or delete the store's layer_states rows") from None
 
 
 class Stacker:
@@ -371,17 +421,23 @@ class Stacker:
     Its state after layers 0..k depends only on those layers, so it is snapshotted (``dumps``) under
     the chain of their diff_ids: re-analysing a version that shares them resumes from the snapshot
     and stacks only the new layers. Snapshots hold plain containers only (``marshal``, no code).
+
+    The per-path state is kept in shards (:func:`_shard`), each compressed on its own; a stacker
+    loaded from a snapshot decodes a shard only when a new layer touches it (``_need``), so a new
+    version that changes ``/app`` never decodes ``/usr``. Every path entry is in exactly one place:
+    the dicts in memory or a shard not decoded yet.
     """
 
-    VERSION = 2
-    _FIELDS = ("cum", "multi", "dstack", "dkids", "view", "okids", "hidden", "sizes", "files",
-               "added", "replaced", "hidden_later", "removes")
+    VERSION = 3
+    _SHARDED = ("cum", "dstack", "dkids", "view", "okids")  # keyed by path (cum: "/" + path)
+    _GLOBAL = ("multi", "hidden", "sizes", "files", "added", "replaced", "hidden_later", "removes", "cum_total")
 
     def __init__(self) -> None:
-        # dive: per path the cumulative size over leaves, and [min, count] once a path is seen twice
-        # (in that order); the stack of the layers so far with dive's semantics (path -> (is_dir,
-        # size)) and its children
+        # dive: per path the cumulative size over leaves (and their sum), and [min, count,
+        # cumulative] once a path is seen twice (in that order); the stack of the layers so far with
+        # dive's semantics (path -> (is_dir, size)) and its children
         self.cum: dict[str, int] = {}
+        self.cum_total = 0
         self.multi: dict[str, list[int]] = {}
         self.dstack: dict[str, tuple[bool, int]] = {}
         self.dkids: dict[str, set[str]] = {}
@@ -396,15 +452,39 @@ class Stacker:
         self.replaced: list[int] = []
         self.hidden_later: list[int] = []
         self.removes: list[int] = []
+        self._blobs: dict[str, bytes] = {}  # shards of a snapshot not decoded yet
 
     def dumps(self) -> bytes:
         import marshal
 
-        return zlib.compress(marshal.dumps((self.VERSION, [getattr(self, f) for f in self._FIELDS])), 1)
+        parts: dict[str, tuple[dict, ...]] = {}
+        entry_shard: dict[str, str] = {}  # dstack and view share their keys
+        index_shard: dict[str, str] = {}  # and dkids and okids theirs
+        for i, name in enumerate(self._SHARDED):
+            index = name in ("dkids", "okids")
+            cum = name == "cum"
+            shard_of = index_shard if index else entry_shard
+            for k, v in getattr(self, name).items():
+                sk = None if cum else shard_of.get(k)
+                if sk is None:
+                    sk = _index_shard(k) if index else _shard(k[1:] if cum else k)
+                    if not cum:
+                        shard_of[k] = sk
+                p = parts.get(sk)
+                if p is None:
+                    p = parts[sk] = ({}, {}, {}, {}, {})
+                p[i][k] = v
+        keys = list(parts)
+        blobs = [zlib.compress(marshal.dumps(parts[k]), 1) for k in keys]
+        keys += self._blobs.keys()
+        blobs += self._blobs.values()
+        head = zlib.compress(marshal.dumps([getattr(self, f) for f in self._GLOBAL]), 1)
+        return marshal.dumps((self.VERSION, head, keys, blobs))
 
     @classmethod
     def loads(cls, blob: bytes) -> Stacker | None:
-        """The stacker a snapshot holds, or None if it is unreadable or from another version."""
+        """The stacker a snapshot holds (its shards still encoded), or None if it is unreadable or
+        from another version."""
         import gc
         import marshal
 
@@ -413,17 +493,21 @@ class Stacker:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            version, values = marshal.loads(zlib.decompress(blob))
+            version, head, keys, blobs = marshal.loads(blob)
+            if version != cls.VERSION:
+                return None
+            values = marshal.loads(zlib.decompress(head))
         except (ValueError, EOFError, TypeError, zlib.error):
             return None
         finally:
             if enabled:
                 gc.enable()
-        if version != cls.VERSION or len(values) != len(cls._FIELDS):
+        if len(values) != len(cls._GLOBAL) or len(keys) != len(blobs):
             return None
         st = cls()
-        for f, v in zip(cls._FIELDS, values, strict=True):
+        for f, v in zip(cls._GLOBAL, values, strict=True):
             setattr(st, f, v)
+        st._blobs = dict(zip(keys, blobs, strict=True))
         return st
 
     def __len__(self) -> int:
@@ -432,18 +516,73 @@ class Stacker:
     def clone(self) -> Stacker:
         """An independent copy (a few ms, where loading a snapshot takes tens)."""
         st = Stacker.__new__(Stacker)
-        for f in self._FIELDS:
+        for f in (*self._SHARDED, *self._GLOBAL):
             v = getattr(self, f)
             if f in ("dkids", "okids"):
                 v = {k: set(c) for k, c in v.items()}
             elif f == "multi":
                 v = {k: list(m) for k, m in v.items()}
-            else:
+            elif f != "cum_total":
                 v = v.copy()
             setattr(st, f, v)
+        st._blobs = dict(self._blobs)
         return st
 
+    def _need(self, listing: Listing) -> None:
+        """Decode the shards this layer can touch: its paths' own, their top directory's and the
+        root's; a directory's subtree where a layer deletes it, puts a file in its place or makes it
+        opaque; all of them for an opaque root."""
+        blobs = self._blobs
+        if not blobs:
+            return
+        want = {""}
+        prefixes: list[str] = []
+        for path, kind, _ in listing.entries:
+            i = path.find("/")
+            want.add(path if i < 0 else path[:i])
+            want.add(_shard(path))
+            if kind == DIR:
+                continue
+            if kind == WHITEOUT_K:
+                parent, _, base = path.rpartition("/")
+                gone = f"{parent}/{base[len(WHITEOUT):]}" if parent else base[len(WHITEOUT):]
+            elif kind == OPAQUE_K:
+                gone = path.rpartition("/")[0]
+                if not gone:
+                    self._load(list(blobs))
+                    return
+            else:
+                gone = path  # a file or link where a directory may have been
+            j = gone.find("/")
+            if j < 0:  # a top directory: its subtree spans every shard below it
+                want.add(gone)
+                prefixes.append(gone + "/")
+            elif gone.find("/", j + 1) < 0:  # second level: its subtree is the shard named after it
+                want.add(gone)
+        keys = [k for k in want if k in blobs]
+        if prefixes:
+            pre = tuple(prefixes)
+            keys += [k for k in blobs if k.startswith(pre)]
+        self._load(keys)
+
+    def _load(self, keys: Iterable[str]) -> None:
+        import gc
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for k in keys:
+                blob = self._blobs.pop(k, None)
+                if blob is None:
+                    continue
+                for name, part in zip(self._SHARDED, _decode_shard(blob), strict=True):
+                    getattr(self, name).update(part)
+        finally:
+            if enabled:
+                gc.enable()
+
     def add(self, listing: Listing) -> None:
+        self._need(listing)
         i = len(self.sizes)
         self.sizes.append(listing.size)
         self.files.append(listing.files)
@@ -498,19 +637,22 @@ class Stacker:
         if visit is None:  # a whiteout of nothing: dive stops there, in its child-first sorted order
             visit = _leaf_sizes(sorted(leaves, key=_sort_key_child_first), nodes, self.dstack,
                                 self._subtree_size, stop_at_missing=True)
-        cum, multi = self.cum, self.multi
+        cum, multi, total = self.cum, self.multi, 0
         for key, size in visit or ():
+            total += size
             old = cum.get(key)
             if old is None:
                 cum[key] = size
                 continue
+            cum[key] = new = old + size
             m = multi.get(key)
             if m is None:
-                multi[key] = [min(old, size), 2]
+                multi[key] = [min(old, size), 2, new]
             else:
                 m[0] = min(m[0], size)
                 m[1] += 1
-            cum[key] = old + size
+                m[2] = new
+        self.cum_total += total
         # dive's Stack(): whiteouts remove, the others (re)set their payload. Real layers never both
         # remove and add one path, so the order of these updates does not change the result.
         for path, info in nodes.items():
@@ -533,10 +675,10 @@ class Stacker:
         directory (``rm -rf d && mkdir d``) counts nothing. ``wasted %`` divides by the size of all
         layers but the first. Like dive, a layer's visit stops at a whiteout whose target is missing.
         """
-        discovered = sum(self.cum.values())
-        minimum = discovered - sum(self.cum[p] - m[0] for p, m in self.multi.items())
+        discovered = self.cum_total
+        minimum = discovered - sum(m[2] - m[0] for m in self.multi.values())
         score = 1.0 if discovered == 0 else minimum / discovered
-        ineff = sorted(((p, m[1], self.cum[p]) for p, m in self.multi.items()), key=lambda t: t[2])
+        ineff = sorted(((p, m[1], m[2]) for p, m in self.multi.items()), key=lambda t: t[2])
         wasted = sum(t[2] for t in ineff)
         user = sum(self.sizes[1:])
         return DiveNumbers(score, wasted, user, wasted / user if user else 0.0, ineff)
@@ -594,7 +736,8 @@ class Stacker:
         under a deleted directory, and everything below an opaque directory (``.wh..wh..opq``,
         written by ``rm -rf d && mkdir d``).
         """
-        return Stacking([Hidden(*h) for h in self.hidden], dict(self.view), list(self.added),
+        view = _LazyView(dict(self.view), list(self._blobs.values())) if self._blobs else dict(self.view)
+        return Stacking([Hidden(*h) for h in self.hidden], view, list(self.added),
                         list(self.replaced), list(self.hidden_later), list(self.removes))
 
 
@@ -673,7 +816,7 @@ class LayerReport:
     hidden_bytes: int
     hidden: list[Hidden] = field(repr=False)
     inefficient: list[tuple[str, int, int]] = field(repr=False)
-    view: dict[str, tuple[int, int, str]] = field(repr=False)
+    view: Mapping[str, tuple[int, int, str]] = field(repr=False)
     cache_hits: int = 0
     cache_misses: int = 0
     seconds: float = 0.0

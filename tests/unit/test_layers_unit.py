@@ -329,3 +329,92 @@ def test_trend_layers_round_trip_every_value_or_fall_back(history, odd):
         assert history.execute("SELECT changes()")[0][0] == 2
     fast = layers.trend("app", history=history, analyze_missing=False)
     pd.testing.assert_frame_equal(fast.reset_index(drop=True), _slow_trend(history, "app").reset_index(drop=True))
+
+
+# -- snapshots decode only the shards a layer touches: the same result as stacking in one go ----------
+_NAMES = ["a", "b", "usr"]
+_PATHS = [*_NAMES, *(f"{t}/{c}" for t in _NAMES for c in ("x", "y", "lib")),
+          *(f"{t}/lib/{c}" for t in _NAMES for c in ("p", "q")), "usr/lib/p/deep"]
+
+
+def _entry():
+    from hypothesis import strategies as st
+
+    def whiteout(p: str) -> tuple[str, str, int]:
+        parent, _, base = p.rpartition("/")
+        return (f"{parent}/.wh.{base}" if parent else f".wh.{base}", "w", 0)
+
+    path = st.sampled_from(_PATHS)
+    return st.one_of(
+        st.tuples(path, st.sampled_from(["f", "d", "l"]), st.integers(0, 1000)).map(
+            lambda t: (t[0], t[1], t[2] if t[1] == "f" else 0)),
+        path.map(whiteout),
+        st.sampled_from(["", *_PATHS]).map(lambda d: (f"{d}/.wh..wh..opq" if d else ".wh..wh..opq", "o", 0)),
+    )
+
+
+def _layer(spec: tuple[list[tuple[str, str, int]], bool]) -> Listing:
+    """A tar-like layer: each path once, with its parent directories listed before it (or, as some
+    tars have it, without them)."""
+    entries, parents = spec
+    out: dict[str, tuple[str, str, int]] = {}
+    for path, kind, size in entries:
+        parts = path.split("/")
+        for k in range(1, len(parts) if parents else 1):
+            out.setdefault("/".join(parts[:k]), ("/".join(parts[:k]), "d", 0))
+        out.setdefault(path, (path, kind, size))
+    return Listing("", list(out.values()))
+
+
+def _everything(st: layers.Stacker):
+    d, o = st.dive_numbers(), st.stacking()
+    return (d.efficiency, d.wasted_bytes, d.user_size, sorted(d.inefficiencies),
+            sorted((h.path, h.size, h.kind, h.added_by, h.removed_by, h.how) for h in o.hidden),
+            dict(o.view), o.added, o.replaced, o.hidden_later, o.removes)
+
+
+def test_a_resumed_snapshot_decodes_shards_lazily_and_agrees_with_stacking_in_one_go():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.lists(_entry(), max_size=6), st.booleans()).map(_layer), min_size=1, max_size=6),
+           st.data())
+    def run(stack_of, data):
+        whole = _everything(layers.stack(stack_of))
+        k = data.draw(st.integers(0, len(stack_of)))
+        resumed = layers.Stacker.loads(layers.stack(stack_of[:k]).dumps())
+        assert resumed is not None and len(resumed) == k
+        for i, layer in enumerate(stack_of[k:]):  # a snapshot again half-way, as put_snapshot does
+            resumed.add(layer)
+            if data.draw(st.booleans()):
+                resumed = layers.Stacker.loads(resumed.dumps())
+            elif i == 0:
+                resumed = resumed.clone()
+        assert _everything(resumed) == whole
+
+    run()
+
+
+def test_a_snapshot_decodes_only_the_shards_a_new_layer_touches():
+    base = [L(("usr", "d", 0), ("usr/lib", "d", 0), ("usr/lib/big", "f", 1000), ("usr/share", "d", 0),
+              ("usr/share/doc", "f", 10)),
+            L(("app", "d", 0), ("app/v1", "f", 5))]
+    st = layers.Stacker.loads(layers.stack(base).dumps())
+    assert set(st._blobs) == {"", "usr", "usr/lib", "usr/share", "app"} and not st.view
+    for key, blob in st._blobs.items():  # each entry in the shard its path says, each index in its children's
+        for name, part in zip(layers.Stacker._SHARDED, layers._decode_shard(blob), strict=True):
+            for k in part:
+                want = layers._index_shard(k) if name in ("dkids", "okids") else layers._shard(k.lstrip("/"))
+                assert want == key, (name, k, key)
+    st.add(L(("app", "d", 0), ("app/v2", "f", 7), ("app/.wh.v1", "w", 0)))
+    assert set(st._blobs) == {"usr", "usr/lib", "usr/share"}  # /usr was never decoded
+    rep_view = st.stacking().view
+    assert "usr/lib/big" in rep_view and "app/v1" not in rep_view and rep_view["app/v2"] == (2, 7, "f")
+    st.add(L(("usr", "d", 0), ("usr/lib", "f", 3)))  # a file where the directory /usr/lib was
+    assert set(st._blobs) == {"usr/share"}
+    assert [h.path for h in st.stacking().hidden if h.how == "replaced directory"] == ["usr/lib/big"]
+    with pytest.raises(layers.LayerError, match="damaged"):
+        broken = layers.Stacker.loads(layers.stack(base).dumps())
+        broken._blobs["usr/lib"] = b"garbage"
+        broken.add(L(("usr", "d", 0), ("usr/.wh.lib", "w", 0)))
