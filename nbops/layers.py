@@ -981,12 +981,18 @@ class LayerCache:
         return bool(self.history.execute("SELECT 1 FROM layer_states WHERE chain_id=?", (chain_id,)))
 
     def put(self, listing: Listing, *, source: str, seconds: float) -> None:
+        self.put_many([(listing, seconds)], source=source)
+
+    def put_many(self, listings: Sequence[tuple[Listing, float]], *, source: str) -> None:
+        """Cache these (listing, seconds it took) in one transaction."""
+        if not listings:
+            return
+        now = time.time()
+        rows = [(x.diff_id, x.size, x.files, len(x.entries), x.pack(), source, seconds, now) for x, seconds in listings]
         with self.history.transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT OR REPLACE INTO layer_cache (diff_id, size, files, entries, listing, source, scan_s, ts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (listing.diff_id, listing.size, listing.files, len(listing.entries), listing.pack(), source,
-                 seconds, time.time()))
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1318,9 +1324,10 @@ class _Plan:
                 lc.put_snapshot(self.chain[i - 1], st)  # the next version usually changes the last layer
             d = self.diff_ids[i]
             st.add(fresh.get(d) or self.known[d])
-        if lc is not None and n - self.done > 1:  # stacking one layer on a snapshot is cheaper than storing
-            lc.put_snapshot(self.chain[-1], st)
-        elif lc is not None and n and self.done < n:
+        if lc is not None and n and self.done < n:
+            # the final state stays in this process only: in the store, the snapshot below the last
+            # layer plus that one cached layer is as quick to resume from as a snapshot of it, and a
+            # snapshot costs more to write than such a resume
             _remember(self.chain[-1], st, copy=False)  # st is final: the report copies what it keeps
         rep = build_report(image, image_id, source, self.diff_ids, st, config)
         rep.cache_hits = n - len(self.missing)
@@ -1353,12 +1360,14 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
     used = "dirs" if dirs is not None else "save"
     fresh: dict[str, Listing] = {}
     if dirs is not None:
+        took: list[tuple[Listing, float]] = []
         for diff_id, d in zip(diff_ids, dirs, strict=True):
             if diff_id in missing and diff_id not in fresh:
                 t = time.perf_counter()
                 fresh[diff_id] = scan_dir(d, diff_id)
-                if lc:
-                    lc.put(fresh[diff_id], source="dirs", seconds=time.perf_counter() - t)
+                took.append((fresh[diff_id], time.perf_counter() - t))
+        if lc:
+            lc.put_many(took, source="dirs")  # one transaction: a commit per layer would cost more than a scan
     if config is None and not missing and lc is not None:
         config = _recorded_config(lc.history, image_id, len(diff_ids))
     if dirs is None and (missing or config is None):
@@ -1369,8 +1378,8 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
             if diff_id not in got:
                 raise LayerError(f"layer {diff_id} is missing from the save stream of {ref}")
             fresh[diff_id] = got[diff_id]
-            if lc:
-                lc.put(got[diff_id], source="save", seconds=per)
+        if lc:
+            lc.put_many([(got[d], per) for d in missing], source="save")
     return plan.finish(image, image_id, used, fresh, config or {}, lc)
 
 
