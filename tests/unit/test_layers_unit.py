@@ -210,6 +210,11 @@ def test_stacker_snapshot_resumes_to_the_same_result():
     assert resumed.dive_numbers() == whole.dive_numbers()
     assert resumed.stacking() == whole.stacking()
     assert layers.Stacker.loads(b"not a snapshot") is None
+    import marshal
+    import zlib
+
+    old = zlib.compress(marshal.dumps((2, [{}, {}, {}, {}, {}, {}, [], [], [], [], [], [], []])), 1)
+    assert layers.Stacker.loads(old) is None  # a version-2 snapshot (one zlib blob) is recomputed, not misread
 
 
 def _slow_trend(store, name: str, limit: int | None = None):
