@@ -1367,7 +1367,7 @@ def _analyze_engine(engine: Engine, image: str, info: Mapping[str, Any], source:
                 fresh[diff_id] = scan_dir(d, diff_id)
                 took.append((fresh[diff_id], time.perf_counter() - t))
         if lc:
-            lc.put_many(took, source="dirs")  # one transaction: a commit per layer would cost more than a scan
+            lc.put_many(took, source="dirs")  # one transaction for the whole analysis
     if config is None and not missing and lc is not None:
         config = _recorded_config(lc.history, image_id, len(diff_ids))
     if dirs is None and (missing or config is None):

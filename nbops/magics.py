@@ -299,7 +299,7 @@ class NbopsMagics(Magics):
     @line_magic
     @_friendly
     def nbops(self, line: str) -> Any:
-        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error | runs [RUN_ID]"""
+        """%nbops lab up [--nodes N] | lab status | lab down | history [builds|pushes|deploys] | error | runs [RUN_ID] | help"""
         words = shlex.split(line)
         if not words:
             raise UsageError("usage: %nbops lab up|status|down|fault KIND NODE · %nbops history [builds|pushes|deploys] · %nbops error"
@@ -309,7 +309,7 @@ class NbopsMagics(Magics):
             return None
         handler = _SUBCOMMANDS.get(words[0])
         if handler is None:
-            raise UsageError(f"unknown %nbops command {words[0]!r}; use one of: {', '.join(_SUBCOMMANDS)}")
+            raise UsageError(f"unknown %nbops command {words[0]!r}; use one of: {', '.join(_SUBCOMMANDS)}, help")
         if handler is not _cmd_lab and _HELP & set(words[1:]):  # lab's own parser prints a fuller help
             print(f"%nbops {handler.__doc__}")
             return None
