@@ -452,7 +452,19 @@ _EXIT_CODE = re.compile(r"exit code: (\d+)")
 def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets, timeout, progress,
                     redact=lambda s: s, stall_timeout=120.0):
     cli = _cli(engine)
-    iidfile = Path(tempfile.mkstemp(prefix="nbops-iid-")[1])
+    # the CLI's own temporary files (the Dockerfile read from stdin) go to a directory of this build,
+    # removed however the build ends: a CLI killed by the watchdog or an interrupt cannot clean up
+    work = Path(tempfile.mkdtemp(prefix="nbops-build-"))
+    try:
+        return _run_buildkit_cli(engine, cli, work, source, ctx, tags, buildargs, target, labels, nocache, pull,
+                                 secrets, timeout, progress, redact, stall_timeout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_buildkit_cli(engine, cli, work, source, ctx, tags, buildargs, target, labels, nocache, pull, secrets,
+                      timeout, progress, redact, stall_timeout):
+    iidfile = work / "iid"
     args = ["build", "--progress=plain", "--iidfile", str(iidfile), "-f", "-"]
     for t in tags:
         args += ["-t", t]
@@ -477,7 +489,8 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
     vertices: dict[int, dict[str, Any]] = {}
     log: list[str] = []
     proc = subprocess.Popen([cli.path or "docker", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=cli.env(DOCKER_BUILDKIT="1"), text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, env=cli.env(DOCKER_BUILDKIT="1", TMPDIR=str(work)), text=True,
+                            bufsize=1)
     deadline = time.monotonic() + timeout
     try:
         assert proc.stdin is not None and proc.stdout is not None
@@ -529,7 +542,6 @@ def _build_buildkit(engine, source, ctx, tags, buildargs, target, labels, nocach
         if proc.poll() is None:
             proc.kill()
     image_id = iidfile.read_text().strip() if iidfile.exists() else ""
-    iidfile.unlink(missing_ok=True)
     if rc != 0 or not image_id:
         raise _buildkit_error(vertices, log, engine.address)
     return image_id, list(vertices.values()), log

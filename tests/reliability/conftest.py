@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -120,6 +121,7 @@ def start_lab(**kw):
         lab.up(**kw)
     except BaseException:
         lab.down(quiet=True)
+        shutil.rmtree(lab.dir.parent, ignore_errors=True)
         raise
     return lab
 
@@ -136,6 +138,8 @@ def stop_lab(lab) -> None:
     lab.down(quiet=True)
     left = {k: v for k, v in lab.leftovers().items() if v}
     assert not left, f"lab leftovers: {left}"
+    if lab.dir.parent.name.startswith("nbr-"):  # the directory start_lab made for it
+        shutil.rmtree(lab.dir.parent, ignore_errors=True)
 
 
 def wait_until(pred, timeout: float, step: float = 0.2):

@@ -18,11 +18,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -395,6 +397,12 @@ def test_engine_hung_mid_build(node, engine_at, builder, figures, helpers):
                     os.kill(node.dockerd_pid, signal.SIGSTOP)
                     stopped["t"] = time.monotonic()
 
+    tmp = Path(tempfile.gettempdir())
+
+    def temp_files() -> set[str]:  # the CLI's Dockerfile from stdin, nbops' build directory
+        return {p.name for pattern in ("docker-build-tempdockerfile-*", "nbops-build-*") for p in tmp.glob(pattern)}
+
+    before = temp_files()
     stopper = threading.Thread(target=stop_engine_when_running, daemon=True)
     stopper.start()
     try:
@@ -408,6 +416,7 @@ def test_engine_hung_mid_build(node, engine_at, builder, figures, helpers):
             os.kill(node.dockerd_pid, signal.SIGCONT)
         stopper.join(5)
     assert "t" in stopped, "the engine was never stopped"
+    assert not temp_files() - before, f"the killed build left {temp_files() - before} in {tmp}"
     waited = t_end - stopped["t"]
     msg = exc.value.one_line()
     assert "\n" not in msg and "stopped answering in the middle of the build" in msg and "nbops doctor" in msg, msg
