@@ -381,11 +381,10 @@ def _arguments_wrong(kind: str, value: str) -> str | None:
         return f"{kind} requires exactly one argument"
     if kind in ("ENV", "LABEL") and "=" not in text.split(None, 1)[0] and len(text.split(None, 1)) < 2:
         return f"{kind} must have two arguments: {kind} NAME=VALUE"
-    words = [w for w in text.split() if not w.startswith("--")]  # flags: --platform, --chown, --from, ...
     if kind in ("COPY", "ADD"):
         rest = text
-        while rest.startswith("--"):
-            rest = rest.split(None, 1)[1] if len(rest.split(None, 1)) > 1 else ""
+        while rest.startswith("--"):  # flags: --from, --chown, --chmod, ...
+            rest = (rest.split(None, 1) + [""])[1]
         try:
             args = json.loads(rest) if rest.startswith("[") else rest.split()
         except ValueError:
@@ -393,8 +392,10 @@ def _arguments_wrong(kind: str, value: str) -> str | None:
         if not isinstance(args, list) or len(args) < 2:
             given = "only one was provided" if args else "none was provided"
             return f"{kind} requires at least two arguments, but {given}: a source and a destination"
-    if kind == "FROM" and not (len(words) == 1 or (len(words) == 3 and words[1].lower() == "as")):
-        return "FROM requires either one or three arguments: FROM IMAGE [AS NAME]"
+    if kind == "FROM":
+        words = [w for w in text.split() if not w.startswith("--")]  # flags: --platform
+        if not (len(words) == 1 or (len(words) == 3 and words[1].lower() == "as")):
+            return "FROM requires either one or three arguments: FROM IMAGE [AS NAME]"
     return None
 
 
